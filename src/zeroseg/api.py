@@ -1,0 +1,162 @@
+"""The public API: ``load_model(source) -> Segmenter``; ``Segmenter.segment(image, labels)``."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import ZerosegError
+from .models.lseg import LSegConfig, LSegNet
+from .text.base import CachedTextEncoder, TextEncoder
+
+
+@dataclass
+class Segmentation:
+    """One image's result: ``label_map`` [H, W] indexes ``labels``; ``probs`` [C, H, W]."""
+
+    label_map: np.ndarray
+    probs: np.ndarray
+    labels: list[str]
+    seconds: float = 0.0
+    info: dict = field(default_factory=dict)
+
+    def fractions(self) -> dict[str, float]:
+        """Share of pixels assigned to each label."""
+        counts = np.bincount(self.label_map.ravel(), minlength=len(self.labels))
+        return {label: float(c) / self.label_map.size for label, c in zip(self.labels, counts)}
+
+
+class Segmenter:
+    """An LSeg network, its text encoder and its preprocessing."""
+
+    def __init__(self, model: LSegNet, text_encoder: TextEncoder, config: LSegConfig | None = None,
+                 device: str | torch.device = "cpu", source: str = ""):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.config = config or model.config
+        self.text_encoder = text_encoder if isinstance(text_encoder, CachedTextEncoder) else CachedTextEncoder(text_encoder)
+        self.source = source
+        self.mean = torch.tensor(self.config.mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(self.config.std).view(1, 3, 1, 1)
+
+    # -- tensors in, tensors out ---------------------------------------------------------
+    def text_embeddings(self, labels: list[str]) -> torch.Tensor:
+        if not labels:
+            raise ZerosegError("empty label set")
+        return self.text_encoder.encode(list(labels)).to(self.device)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8-range or [0, 1] RGB [B, 3, H, W] -> the network's input normalization."""
+        if images.dtype == torch.uint8:
+            images = images.float() / 255.0
+        return (images - self.mean.to(images.device)) / self.std.to(images.device)
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor, labels: list[str]) -> torch.Tensor:
+        """Normalized images [B, 3, H, W] -> logits [B, len(labels), H, W] (any H, W: padded inside)."""
+        text = self.text_embeddings(labels)
+        return self._logits(x.to(self.device), text)
+
+    def _logits(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        s = self.model.stride
+        ph, pw = (-h) % s, (-w) % s
+        if ph or pw:  # pad with zeros, i.e. the mean colour after normalization
+            x = F.pad(x, (0, pw, 0, ph))
+        return self.model(x, text)[..., :h, :w]
+
+    # -- images in, label maps out -------------------------------------------------------
+    def _windowed(self, x: torch.Tensor, text: torch.Tensor, window: int | None) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if not window or (h <= window and w <= window):
+            return self._logits(x, text)
+        stride = max(1, window * 2 // 3)
+        out = torch.zeros(x.shape[0], text.shape[0], h, w, device=x.device)
+        count = torch.zeros(1, 1, h, w, device=x.device)
+        ys = sorted({*range(0, max(h - window, 0) + 1, stride), max(h - window, 0)})
+        xs = sorted({*range(0, max(w - window, 0) + 1, stride), max(w - window, 0)})
+        for y0 in ys:
+            for x0 in xs:
+                crop = x[..., y0:y0 + window, x0:x0 + window]
+                out[..., y0:y0 + crop.shape[-2], x0:x0 + crop.shape[-1]] += self._logits(crop, text)
+                count[..., y0:y0 + crop.shape[-2], x0:x0 + crop.shape[-1]] += 1
+        return out / count
+
+    @torch.no_grad()
+    def segment(self, image, labels: list[str], *, short_side: int | None = 480, window: int | None = None,
+                scales: tuple[float, ...] = (1.0,), flip: bool = False) -> Segmentation:
+        """Segment one image (path, PIL image or uint8 array [H, W, 3]) into ``labels``.
+
+        The image is resized so its short side is ``short_side`` (None: keep its size), run whole
+        or in sliding windows of ``window`` pixels, optionally at several ``scales`` and
+        flipped (the paper's multi-scale + flip evaluation); logits are averaged at the
+        image's own resolution.
+        """
+        from .io import load_image
+
+        start = time.perf_counter()
+        if isinstance(image, (str, Path)):
+            image = load_image(image)
+        array = np.asarray(image.convert("RGB")) if hasattr(image, "convert") else np.asarray(image)
+        if array.ndim != 3 or array.shape[2] != 3:
+            raise ZerosegError(f"expected an RGB image [H, W, 3], got shape {array.shape}")
+        labels = list(labels)
+        text = self.text_embeddings(labels)
+        h, w = array.shape[:2]
+        x = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None].float().div_(255).to(self.device)
+        total = torch.zeros(1, len(labels), h, w, device=self.device)
+        for scale in scales:
+            base = short_side if short_side else min(h, w)
+            factor = base * scale / min(h, w)
+            size = (max(1, round(h * factor)), max(1, round(w * factor)))
+            xs = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=factor < 1)
+            xs = self.normalize(xs)
+            for flipped in ((False, True) if flip else (False,)):
+                inp = xs.flip(-1) if flipped else xs
+                out = self._windowed(inp, text, window)
+                out = out.flip(-1) if flipped else out
+                total += F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
+        probs = torch.softmax(total[0] / (len(scales) * (2 if flip else 1)), dim=0)
+        label_map = probs.argmax(dim=0)
+        return Segmentation(label_map.cpu().numpy().astype(np.int32), probs.cpu().numpy(), labels,
+                            seconds=time.perf_counter() - start)
+
+
+def load_model(source: str | Path = "default", arch_option: int = 0, block_depth: int = 0,
+               device: str = "cpu") -> Segmenter:
+    """A ready ``Segmenter`` from an official LSeg ``.ckpt``, a zeroseg ``.safetensors`` or a name.
+
+    ``arch_option`` and ``block_depth`` matter only for official checkpoints, which do not
+    record them (all released ones use 0).
+    """
+    from .models import loading, registry
+
+    src = str(source)
+    path = Path(src)
+    if not path.exists():
+        bundled = registry.bundled_weights_path(src)
+        if bundled is not None:
+            if not bundled.is_file():
+                raise ZerosegError(f"model {src!r} is not installed (missing {bundled})")
+            path = bundled
+        elif src in registry.list_models():
+            raise ZerosegError(f"model {src!r} is an architecture without bundled weights; "
+                               "give the path of an official LSeg .ckpt or a zeroseg .safetensors")
+        elif src.endswith((".ckpt", ".pt", ".pth", ".safetensors")) or "/" in src:
+            raise ZerosegError(f"model file not found: {src}")
+        else:
+            raise ZerosegError(f"unknown model {src!r}; known names: {', '.join(registry.list_models())}, "
+                               "or a path to a .ckpt / .safetensors file")
+    if path.is_dir():
+        raise ZerosegError(f"expected a model file, got a directory: {path}")
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    if magic == b"PK":  # torch.save's zip container
+        model, text, cfg = loading.load_official_checkpoint(path, arch_option, block_depth)
+    else:
+        model, text, cfg = loading.load_safetensors_model(path)
+    return Segmenter(model, text, cfg, device=device, source=src)

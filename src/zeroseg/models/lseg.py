@@ -1,0 +1,104 @@
+"""LSeg (Li et al., ICLR 2022): dense image embeddings scored against text embeddings."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blocks import SpatialRegularization
+from .dpt import DPTDecoder
+from .encoders import ResNetEncoder, TimmConvEncoder, ViTEncoder
+
+
+@dataclass
+class LSegConfig:
+    """Everything needed to rebuild an LSeg network; stored as JSON beside the weights."""
+
+    encoder: str = "vit"  # vit | resnet | timm
+    backbone: str = "vit_base_patch32_384"  # timm (vit, timm) or torchvision (resnet) model name
+    hooks: list[int] | None = None  # ViT blocks whose outputs feed the decoder
+    widths: list[int] | None = None  # reassemble widths (ViT); read off the backbone otherwise
+    readout: str = "project"
+    features: int = 256
+    embed_dim: int = 512
+    text_encoder: str = "clip:ViT-B-32"
+    arch_option: int = 0
+    block_depth: int = 0
+    activation: str = "lrelu"
+    logit_scale: float = 1 / 0.07
+    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    backbone_kwargs: dict = field(default_factory=dict)
+    description: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LSegConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown LSeg config fields: {sorted(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_image_encoder(cfg: LSegConfig) -> nn.Module:
+    if cfg.encoder == "vit":
+        import timm
+
+        vit = timm.create_model(cfg.backbone, pretrained=False, **cfg.backbone_kwargs)
+        hooks = cfg.hooks or _spread_hooks(len(vit.blocks))
+        widths = cfg.widths or [vit.embed_dim // 8, vit.embed_dim // 4, vit.embed_dim // 2, vit.embed_dim]
+        return ViTEncoder(vit, hooks, widths, cfg.readout)
+    if cfg.encoder == "resnet":
+        import torchvision
+
+        return ResNetEncoder(getattr(torchvision.models, cfg.backbone)(weights=None, **cfg.backbone_kwargs))
+    if cfg.encoder == "timm":
+        return TimmConvEncoder(cfg.backbone, **cfg.backbone_kwargs)
+    raise ValueError(f"unknown encoder kind {cfg.encoder!r}; expected vit, resnet or timm")
+
+
+def _spread_hooks(depth: int) -> list[int]:
+    """Four evenly spaced blocks ending with the last one (e.g. 12 -> 2, 5, 8, 11)."""
+    return [depth * (i + 1) // 4 - 1 for i in range(4)]
+
+
+class LSegNet(nn.Module):
+    """Image -> per-pixel embeddings; logits = scale * cosine(pixel, label) -> spatial reg. -> x2."""
+
+    def __init__(self, cfg: LSegConfig):
+        super().__init__()
+        self.config = cfg
+        self.image_encoder = build_image_encoder(cfg)
+        self.decoder = DPTDecoder(self.image_encoder.widths, cfg.features)
+        self.head = nn.Conv2d(cfg.features, cfg.embed_dim, kernel_size=1)
+        self.spatial_reg = SpatialRegularization(cfg.arch_option, cfg.block_depth, cfg.activation)
+        self.logit_scale = float(cfg.logit_scale)
+
+    @property
+    def stride(self) -> int:
+        """Input height and width must be multiples of this."""
+        return self.image_encoder.stride
+
+    def decoder_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Fused decoder features [B, features, H/2, W/2]."""
+        return self.decoder(self.image_encoder(x))
+
+    def pixel_embeddings(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalized pixel embeddings [B, embed_dim, H/2, W/2]."""
+        return F.normalize(self.head(self.decoder_features(x)), dim=1)
+
+    def score(self, pixels: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Logits at full resolution from normalized pixel embeddings and text embeddings [C, D]."""
+        text = F.normalize(text.to(pixels.dtype), dim=-1)
+        logits = self.logit_scale * torch.einsum("bdhw,cd->bchw", pixels, text)
+        logits = self.spatial_reg(logits)
+        return F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=True)
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """``x``: normalized images [B, 3, H, W]; ``text``: label embeddings [C, D] -> [B, C, H, W]."""
+        return self.score(self.pixel_embeddings(x), text)

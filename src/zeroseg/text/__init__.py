@@ -1,0 +1,33 @@
+"""Text encoders: ``clip:<name>[@file]``, ``minilm``, ``wordvec:<path>``; all share ``TextEncoder``."""
+from __future__ import annotations
+
+from .base import CachedTextEncoder, TextEncoder
+
+__all__ = ["TextEncoder", "CachedTextEncoder", "create_text_encoder"]
+
+
+def create_text_encoder(spec: str, templates: list[str] | None = None, cache: bool = True) -> TextEncoder:
+    """Build a text encoder from its spec string (weights never come from a network)."""
+    from ..errors import ZerosegError
+
+    kind, _, arg = spec.partition(":")
+    if kind == "minilm":
+        from .minilm import MiniLMEncoder
+
+        enc: TextEncoder = MiniLMEncoder(templates)
+    elif kind == "wordvec":
+        from .wordvec import WordVectorEncoder
+
+        enc = WordVectorEncoder(arg, templates)
+    elif kind == "clip":
+        name, _, weights = arg.partition("@")
+        if not weights:
+            raise ZerosegError(
+                f"text encoder {spec!r} needs local weights: use clip:{name}@/path/to/open_clip_weights "
+                "(zeroseg never downloads), or load a checkpoint that carries its CLIP text tower")
+        from .clip import load_open_clip
+
+        enc = load_open_clip(name, weights, templates)
+    else:
+        raise ZerosegError(f"unknown text encoder {spec!r}; expected clip:<name>@<file>, minilm or wordvec:<path>")
+    return CachedTextEncoder(enc) if cache else enc

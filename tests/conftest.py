@@ -4,6 +4,7 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -43,3 +44,35 @@ def minilm():
     from zeroseg.text import create_text_encoder
 
     return create_text_encoder("minilm")
+
+
+TINY_VIT = {"encoder": "vit", "backbone": "vit_tiny_patch16_224", "backbone_kwargs": {"img_size": 64, "depth": 4},
+            "features": 16, "embed_dim": 384, "text_encoder": "minilm", "input_size": 64}
+TINY_CONV = {"encoder": "timm", "backbone": "resnet18", "features": 16, "embed_dim": 384,
+             "text_encoder": "minilm", "input_size": 64}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_file(tmp_path_factory):
+    """A small randomly initialised zeroseg model saved as .safetensors (MiniLM text encoder)."""
+    from zeroseg.models.loading import save_safetensors
+    from zeroseg.models.registry import create_model
+
+    torch.manual_seed(0)
+    model = create_model(dict(TINY_VIT)).eval()
+    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
+    save_safetensors(path, model)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_images(tmp_path_factory):
+    """Two small generated images (PNG and JPEG) of odd sizes."""
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (48, 80, 3), dtype=np.uint8)).save(d / "noise.png")
+    yy, xx = np.mgrid[0:70, 0:50]
+    Image.fromarray(np.stack([xx * 5, yy * 3, (xx + yy) * 2], -1).astype(np.uint8)).save(d / "ramp.jpg")
+    return d

@@ -86,12 +86,19 @@ class Segmenter:
                 count[..., y0:y0 + crop.shape[-2], x0:x0 + crop.shape[-1]] += 1
         return out / count
 
+    def set_templates(self, templates: list[str]) -> None:
+        """Use prompt templates such as ``"a photo of a {}"`` (embeddings are re-computed)."""
+        inner = self.text_encoder.inner
+        inner.templates = inner.checked_templates(templates)
+        self.text_encoder = CachedTextEncoder(inner)
+
     @torch.no_grad()
-    def segment(self, image, labels: list[str], *, short_side: int | None = 480, window: int | None = None,
+    def segment(self, image, labels: list[str], *, short_side: int | None = None, window: int | None = None,
                 scales: tuple[float, ...] = (1.0,), flip: bool = False) -> Segmentation:
         """Segment one image (path, PIL image or uint8 array [H, W, 3]) into ``labels``.
 
-        The image is resized so its short side is ``short_side`` (None: keep its size), run whole
+        The image is resized so its short side is ``short_side`` (None: the model's
+        ``input_size``; 0: keep the image's size), run whole
         or in sliding windows of ``window`` pixels, optionally at several ``scales`` and
         flipped (the paper's multi-scale + flip evaluation); logits are averaged at the
         image's own resolution.
@@ -107,10 +114,10 @@ class Segmenter:
         labels = list(labels)
         text = self.text_embeddings(labels)
         h, w = array.shape[:2]
-        x = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None].float().div_(255).to(self.device)
+        x = torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1)[None].float().div_(255).to(self.device)
         total = torch.zeros(1, len(labels), h, w, device=self.device)
         for scale in scales:
-            base = short_side if short_side else min(h, w)
+            base = self.config.input_size if short_side is None else (short_side or min(h, w))
             factor = base * scale / min(h, w)
             size = (max(1, round(h * factor)), max(1, round(w * factor)))
             xs = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=factor < 1)

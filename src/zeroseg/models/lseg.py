@@ -31,6 +31,7 @@ class LSegConfig:
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     backbone_kwargs: dict = field(default_factory=dict)
+    input_size: int = 480  # default short side at inference (pixels)
     description: str = ""
 
     @classmethod

@@ -18,10 +18,17 @@ class TextEncoder(ABC):
     dim: int = 0
 
     def __init__(self, templates: list[str] | None = None):
-        self.templates = list(templates) if templates else ["{}"]
-        for t in self.templates:
+        self.templates = self.checked_templates(templates)
+
+    @staticmethod
+    def checked_templates(templates: list[str] | None) -> list[str]:
+        from ..errors import ZerosegError
+
+        templates = list(templates) if templates else ["{}"]
+        for t in templates:
             if "{}" not in t:
-                raise ValueError(f"prompt template {t!r} has no '{{}}' for the label")
+                raise ZerosegError(f"prompt template {t!r} has no '{{}}' for the label")
+        return templates
 
     @abstractmethod
     def embed_texts(self, texts: list[str]) -> torch.Tensor:

@@ -23,7 +23,12 @@ class MiniLMEncoder(TextEncoder):
         super().__init__(templates)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: the weights are local
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import transformers
         from sentence_transformers import SentenceTransformer
+
+        # keep stderr for zeroseg's own messages: no weight-loading bars or notices
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
 
         self.model = SentenceTransformer(str(minilm_model_dir()), device=device)
 

@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-control", choices=("shuffle",), default=None,
                    help="shuffle: pair unseen names with the wrong unseen classes (control experiment)")
     p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--short-side", type=int, default=None,
+                   help="resize before inference (default: the model's own setting; 0 keeps the size)")
     p.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -145,10 +147,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    import json
-
     from .api import load_model
-    from .eval.protocols import evaluate
+    from .eval.protocols import evaluate, format_summary
 
     if args.out:
         from .io import ensure_writable_dir
@@ -156,9 +156,11 @@ def cmd_eval(args) -> int:
         ensure_writable_dir(args.out)
     segmenter = load_model(args.model, args.arch_option, args.block_depth, device=args.device)
     metrics = evaluate(segmenter, args.data, args.protocol, out_dir=args.out, text_control=args.text_control,
-                       split=args.split, max_images=args.max_images, seed=args.seed)
-    headline = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
-    print(json.dumps(headline, indent=2))
+                       split=args.split, max_images=args.max_images, seed=args.seed,
+                       short_side=args.short_side)
+    print(format_summary(metrics))
+    if args.out:
+        print(f"metrics, per-class IoU chart and examples in {args.out}")
     return 0
 
 

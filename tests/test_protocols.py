@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from zeroseg.data.dataset import SynthDataset
 from zeroseg.errors import ZerosegError
 from zeroseg.eval.protocols import (
-    episode_classes, evaluate, format_summary, protocol_label_set, read_split, shuffled_names,
+    episode_classes, evaluate, format_summary, protocol_label_set, shuffled_names,
 )
 
 CLASSES = ["other", "cat", "dog", "car", "tree"]
@@ -94,7 +95,7 @@ class AllOtherSegmenter:
 
 # -- dataset reading --------------------------------------------------------------------------
 def test_read_split(data_dir):
-    data = read_split(data_dir, "test")
+    data = SynthDataset(data_dir, "test")
     assert data.classes == CLASSES and data.seen == SEEN and data.unseen == UNSEEN and len(data) == 4
     image, mask = data.load(3)
     assert image.shape == (32, 32, 3) and image.dtype == np.uint8
@@ -120,13 +121,13 @@ def test_read_split_errors(tmp_path, breakage, message):
                  "seen": SEEN, "unseen": ["car", "unicorn"], "splits": {"test": []}}
         (root / "index.json").write_text(json.dumps(index))
     with pytest.raises(ZerosegError, match=message) as err:
-        read_split(root, "test")
+        SynthDataset(root, "test")
     assert "\n" not in str(err.value)
 
 
 def test_unknown_split_protocol_and_control(data_dir):
     with pytest.raises(ZerosegError, match="split 'dev'"):
-        read_split(data_dir, "dev")
+        SynthDataset(data_dir, "dev")
     with pytest.raises(ZerosegError, match="unknown protocol 'zsl'"):
         evaluate(AllOtherSegmenter(), data_dir, "zsl", progress=False)
     with pytest.raises(ZerosegError, match="unknown text control"):

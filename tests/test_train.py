@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 
 from zeroseg.errors import ZerosegError
-from zeroseg.train.data import DatasetIndex, EpochShardSampler, SeenSegmentationDataset
+from zeroseg.data.dataset import DatasetIndex
+from zeroseg.train.data import EpochShardSampler, SeenSegmentationDataset
 from zeroseg.train.engine import RandomTextEncoder, Trainer, load_config, lr_factor, read_state, train
 
 REPO = Path(__file__).resolve().parents[1]

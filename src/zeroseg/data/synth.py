@@ -32,7 +32,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from ..errors import ZerosegError
-from ..io import ensure_writable_dir, load_image, write_bytes_atomic
+from ..io import ensure_writable_dir, write_bytes_atomic
+from .dataset import FORMAT, SynthDataset
 
 __all__ = [
     "FORMAT",
@@ -50,7 +51,6 @@ __all__ = [
     "unseen_classes",
 ]
 
-FORMAT = "zeroseg-synth/1"
 SPLITS = ("train", "val", "test")
 BACKGROUND = "other"
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
@@ -68,7 +68,6 @@ _UNSEEN_EVERY = 4  # in test, 3 of every 4 images are forced to contain an unsee
 # Fast PNG: zlib level 1 with run-length matching is ~20% faster than the default and no bigger here.
 _PNG_OPTIONS = {"compress_level": 1, "compress_type": zlib.Z_RLE}
 
-_LAYOUT = "DIR/index.json and DIR/{train,val,test}/{images,masks}/<id>.png"
 
 
 # --------------------------------------------------------------------------- class list
@@ -463,61 +462,3 @@ def generate(out_dir: str | os.PathLike[str], n_train: int = 3000, n_val: int = 
     return {"images": len(tasks), "seconds": round(seconds, 3),
             "images_per_second": round(len(tasks) / seconds, 1) if seconds > 0 else float("inf"),
             "classes": len(classes), "seen": len(seen_classes()), "unseen": len(unseen_classes()), "out": str(out)}
-
-
-# --------------------------------------------------------------------------- reading
-
-
-class SynthDataset:
-    """One split of a generated benchmark: ``ds[i] -> (image uint8 [H,W,3], label_map int64 [H,W], classes)``.
-
-    Label values index ``ds.classes`` (0 = "other"). Attributes: ``classes``, ``seen``, ``unseen``,
-    ``entries`` (the split's list from index.json), ``root``, ``split``, ``image_size``.
-    """
-
-    def __init__(self, root: str | os.PathLike[str], split: str) -> None:
-        self.root = Path(root)
-        self.split = split
-        index_path = self.root / "index.json"
-        layout = _LAYOUT.replace("DIR", str(self.root))
-        if not index_path.is_file():
-            raise ZerosegError(f"no synthetic dataset at {self.root}: expected {layout}"
-                               f" (create one with `zeroseg data synth --out {self.root}`)")
-        try:
-            index = json.loads(index_path.read_text(encoding="utf-8"))
-            ok = (isinstance(index, dict) and index.get("format") == FORMAT and isinstance(index.get("splits"), dict)
-                  and all(isinstance(index.get(k), list) for k in ("classes", "seen", "unseen")))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            ok = False
-        if not ok:
-            raise ZerosegError(f"{index_path} is not a {FORMAT} index: expected {layout}")
-        if split not in index["splits"]:
-            raise ZerosegError(f"unknown split {split!r} in {index_path}; expected one of {', '.join(index['splits'])}")
-        self.classes: list[str] = list(index["classes"])
-        self.seen: list[str] = list(index["seen"])
-        self.unseen: list[str] = list(index["unseen"])
-        self.entries: list[dict[str, Any]] = index["splits"][split]
-        self.image_size: int = int(index.get("image_size", 0))
-        self.class_list_version: str = str(index.get("class_list_version", ""))
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} images in split {self.split!r}")
-        entry = self.entries[i]
-        image = load_image(self.root / entry["image"])
-        mask_path = self.root / entry["mask"]
-        if not mask_path.is_file():
-            raise ZerosegError(f"mask not found: {mask_path}")
-        with Image.open(mask_path) as im:
-            if im.mode not in ("P", "L"):
-                raise ZerosegError(f"mask {mask_path} must be a palette PNG, got mode {im.mode}")
-            label = np.asarray(im, dtype=np.uint8).astype(np.int64)
-        if label.shape != image.shape[:2]:
-            raise ZerosegError(f"mask {mask_path} is {label.shape}, image is {image.shape[:2]}")
-        return image, label, self.classes
-
-    def __repr__(self) -> str:
-        return f"SynthDataset(root={str(self.root)!r}, split={self.split!r}, images={len(self)})"

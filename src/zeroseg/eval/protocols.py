@@ -21,110 +21,17 @@ from typing import Any
 
 import numpy as np
 
+from ..data.dataset import IGNORE_INDEX, OTHER, SynthDataset
 from ..errors import ZerosegError
 from .metrics import ConfusionMatrix, EpisodeMeter, harmonic_mean
 
 PROTOCOLS = ("fixed", "gzs", "episode")
 TEXT_CONTROLS = ("shuffle",)
-IGNORE_INDEX = 255
-OTHER = "other"
 NUM_EXAMPLES = 4  # rows in the qualitative figure
 RESULT_FORMAT = "zeroseg-eval/1"
 
-__all__ = ["PROTOCOLS", "TEXT_CONTROLS", "SplitData", "LabelSet", "read_split", "shuffled_names",
+__all__ = ["PROTOCOLS", "TEXT_CONTROLS", "LabelSet", "shuffled_names",
            "protocol_label_set", "episode_classes", "evaluate", "format_summary"]
-
-
-# -- dataset -------------------------------------------------------------------------------
-@dataclass
-class SplitData:
-    """One split of a zeroseg-synth dataset, read straight from ``index.json``."""
-
-    root: Path
-    split: str
-    classes: list[str]
-    seen: list[str]
-    unseen: list[str]
-    entries: list[dict]
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def class_id(self, name: str) -> int:
-        return self.classes.index(name)
-
-    def load_mask(self, i: int) -> np.ndarray:
-        """Ground truth int64 [H, W]: indices into ``classes`` (``IGNORE_INDEX`` allowed)."""
-        from PIL import Image, UnidentifiedImageError
-
-        path = self.root / self.entries[i]["mask"]
-        if not path.is_file():
-            raise ZerosegError(f"mask not found: {path}")
-        try:
-            with Image.open(path) as im:
-                if im.mode not in ("P", "L"):
-                    raise ZerosegError(f"mask {path} must be a palette or grey PNG, got mode {im.mode}")
-                mask = np.asarray(im).astype(np.int64)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-            raise ZerosegError(f"corrupt mask {path}: {e}") from None
-        bad = (mask >= len(self.classes)) & (mask != IGNORE_INDEX)
-        if bad.any():
-            raise ZerosegError(f"mask {path} has value {int(mask[bad][0])} but there are {len(self.classes)} classes")
-        return mask
-
-    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """(image uint8 [H, W, 3], ground truth int64 [H, W])."""
-        from ..io import load_image
-
-        image = load_image(self.root / self.entries[i]["image"])
-        mask = self.load_mask(i)
-        if image.shape[:2] != mask.shape:
-            raise ZerosegError(f"image and mask sizes differ for {self.entries[i]['image']}: "
-                               f"{image.shape[:2]} vs {mask.shape}")
-        return image, mask
-
-
-def read_split(root: str | Path, split: str) -> SplitData:
-    """Read and check ``root/index.json`` for ``split``; any problem is a one-line ZerosegError."""
-    root = Path(root)
-    if root.is_file() and root.name == "index.json":  # accept the index file itself
-        root = root.parent
-    index_path = root / "index.json"
-    if not root.exists():
-        raise ZerosegError(f"data directory not found: {root}")
-    if not index_path.is_file():
-        raise ZerosegError(f"not a zeroseg dataset (no index.json): {root}")
-    try:
-        index = json.loads(index_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ZerosegError(f"malformed {index_path}: {e}") from None
-    if not isinstance(index, dict):
-        raise ZerosegError(f"malformed {index_path}: expected a JSON object")
-    fmt = index.get("format", "")
-    if not isinstance(fmt, str) or not fmt.startswith("zeroseg-synth/"):
-        raise ZerosegError(f"malformed {index_path}: unknown format {fmt!r}")
-    classes, seen, unseen = index.get("classes"), index.get("seen"), index.get("unseen")
-    for key, value in (("classes", classes), ("seen", seen), ("unseen", unseen)):
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ZerosegError(f"malformed {index_path}: {key!r} must be a list of names")
-    if not classes or classes[0] != OTHER:
-        raise ZerosegError(f"malformed {index_path}: classes must start with {OTHER!r}")
-    if len(set(classes)) != len(classes):
-        raise ZerosegError(f"malformed {index_path}: duplicate class names")
-    unknown = [n for n in seen + unseen if n not in classes or n == OTHER]
-    if unknown or set(seen) & set(unseen):
-        raise ZerosegError(f"malformed {index_path}: seen/unseen must be disjoint class names "
-                           f"other than {OTHER!r} (bad: {', '.join(unknown or sorted(set(seen) & set(unseen)))})")
-    splits = index.get("splits")
-    if not isinstance(splits, dict):
-        raise ZerosegError(f"malformed {index_path}: no 'splits'")
-    if split not in splits:
-        raise ZerosegError(f"split {split!r} not in {index_path} (has: {', '.join(splits) or 'none'})")
-    entries = splits[split]
-    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("image"), str)
-                                                and isinstance(e.get("mask"), str) for e in entries):
-        raise ZerosegError(f"malformed {index_path}: split {split!r} entries need 'image' and 'mask'")
-    return SplitData(root, split, list(classes), list(seen), list(unseen), list(entries))
 
 
 # -- label sets (pure) ----------------------------------------------------------------------
@@ -192,7 +99,7 @@ def _predict(segmenter: Any, image: np.ndarray, labels: LabelSet, short_side: in
     return label_map.astype(np.int64)
 
 
-def _select(data: SplitData, protocol: str, max_images: int | None) -> list[int]:
+def _select(data: SynthDataset, protocol: str, max_images: int | None) -> list[int]:
     """Indices of the images a protocol evaluates (in index order, at most ``max_images``)."""
     if protocol == "fixed":
         unseen = {data.class_id(n) for n in data.unseen}
@@ -227,7 +134,7 @@ def evaluate(segmenter: Any, data_dir: str | Path, protocol: str, out_dir: str |
         raise ZerosegError(f"unknown text control {text_control!r}; choose one of {', '.join(TEXT_CONTROLS)}")
     if max_images is not None and max_images < 1:
         raise ZerosegError("max_images must be at least 1")
-    data = read_split(data_dir, split)
+    data = SynthDataset(data_dir, split)
     if protocol in ("fixed", "episode") and not data.unseen:
         raise ZerosegError(f"dataset {data.root} has no unseen classes to evaluate")
     name_map = shuffled_names(data.unseen, seed) if text_control == "shuffle" else {}
@@ -318,7 +225,7 @@ def _sample(image: np.ndarray, target: np.ndarray, pred: np.ndarray, title: str)
     return QualitativeSample(image=image, target=target, prediction=pred, title=title)
 
 
-def _confusion_results(cm: ConfusionMatrix, data: SplitData, protocol: str, seen_ids: list[int],
+def _confusion_results(cm: ConfusionMatrix, data: SynthDataset, protocol: str, seen_ids: list[int],
                        unseen_ids: list[int]) -> tuple[dict, dict, str]:
     iou = cm.iou()
     if protocol == "fixed":
@@ -338,7 +245,7 @@ def _confusion_results(cm: ConfusionMatrix, data: SplitData, protocol: str, seen
     return metrics, per_class, headline
 
 
-def _episode_results(meter: EpisodeMeter, data: SplitData, seen_ids: list[int],
+def _episode_results(meter: EpisodeMeter, data: SynthDataset, seen_ids: list[int],
                      unseen_ids: list[int]) -> tuple[dict, dict, str]:
     metrics = {"miou_unseen": _pct(meter.miou(unseen_ids)), "fbiou_unseen": _pct(meter.fbiou(unseen_ids)),
                "miou_seen": _pct(meter.miou(seen_ids)), "fbiou_seen": _pct(meter.fbiou(seen_ids))}
@@ -347,7 +254,7 @@ def _episode_results(meter: EpisodeMeter, data: SplitData, seen_ids: list[int],
     return metrics, per_class, "miou_unseen"
 
 
-def _write_outputs(result: dict, data: SplitData, out_dir: Path, examples: list) -> None:
+def _write_outputs(result: dict, data: SynthDataset, out_dir: Path, examples: list) -> None:
     from ..io import write_bytes_atomic
     from .plots import bar_chart_iou, qualitative_grid
 

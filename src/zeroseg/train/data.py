@@ -9,7 +9,6 @@ run, another worker count or another number of processes all see the same crops 
 """
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,62 +18,22 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from ..data.dataset import IGNORE_INDEX, DatasetIndex
 from ..errors import ZerosegError
 
-IGNORE_INDEX = 255
-INDEX_FORMAT = "zeroseg-synth/1"
+def seen_label_set(index: DatasetIndex) -> list[str]:
+    """The label set every training image is scored against: background first, then seen classes."""
+    background = index.classes[0]
+    return [background] + [c for c in index.seen if c != background]
 
 
-@dataclass(frozen=True)
-class DatasetIndex:
-    """``index.json`` of a dataset directory."""
-
-    root: Path
-    classes: list[str]
-    seen: list[str]
-    unseen: list[str]
-    splits: dict[str, list[dict]]
-
-    @classmethod
-    def read(cls, root: str | Path) -> "DatasetIndex":
-        root = Path(root)
-        path = root / "index.json"
-        if not path.is_file():
-            raise ZerosegError(f"no dataset at {root} (missing index.json); create one with `zeroseg data synth`")
-        try:
-            d = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise ZerosegError(f"cannot read {path}: {e}") from None
-        if d.get("format") != INDEX_FORMAT:
-            raise ZerosegError(f"{path}: unsupported dataset format {d.get('format')!r} (expected {INDEX_FORMAT!r})")
-        classes, seen, unseen = list(d.get("classes", [])), list(d.get("seen", [])), list(d.get("unseen", []))
-        if not classes:
-            raise ZerosegError(f"{path}: empty class list")
-        unknown = [c for c in seen + unseen if c not in classes]
-        if unknown:
-            raise ZerosegError(f"{path}: seen/unseen names not in 'classes': {', '.join(unknown[:3])}")
-        both = set(seen) & set(unseen)
-        if both:
-            raise ZerosegError(f"{path}: classes both seen and unseen: {', '.join(sorted(both)[:3])}")
-        return cls(root, classes, seen, unseen, dict(d.get("splits", {})))
-
-    def entries(self, split: str) -> list[dict]:
-        if not self.splits.get(split):
-            raise ZerosegError(f"dataset {self.root} has no (or an empty) '{split}' split")
-        return self.splits[split]
-
-    def seen_label_set(self) -> list[str]:
-        """The label set every training image is scored against: background first, then seen classes."""
-        background = self.classes[0]
-        return [background] + [c for c in self.seen if c != background]
-
-    def seen_lookup(self) -> np.ndarray:
-        """uint8-indexable table: global id -> position in ``seen_label_set`` (-1: forbidden)."""
-        table = np.full(256, -1, dtype=np.int64)
-        for pos, name in enumerate(self.seen_label_set()):
-            table[self.classes.index(name)] = pos
-        table[IGNORE_INDEX] = IGNORE_INDEX
-        return table
+def seen_lookup(index: DatasetIndex) -> np.ndarray:
+    """uint8-indexable table: global id -> position in ``seen_label_set`` (-1: forbidden)."""
+    table = np.full(256, -1, dtype=np.int64)
+    for pos, name in enumerate(seen_label_set(index)):
+        table[index.class_id(name)] = pos
+    table[IGNORE_INDEX] = IGNORE_INDEX
+    return table
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -104,8 +63,10 @@ class SeenSegmentationDataset(Dataset):
         self.index = index
         self.split = split
         self.entries = index.entries(split)
-        self.labels = index.seen_label_set()
-        self.lookup = index.seen_lookup()
+        if not self.entries:
+            raise ZerosegError(f"dataset {index.root} has an empty '{split}' split")
+        self.labels = seen_label_set(index)
+        self.lookup = seen_lookup(index)
         self.mean = torch.tensor(list(mean), dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(list(std), dtype=torch.float32).view(3, 1, 1)
         self.train = train
@@ -129,21 +90,9 @@ class SeenSegmentationDataset(Dataset):
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 image [H,W,3], int64 target [H,W] in label-set positions); raises on unseen pixels."""
-        from PIL import Image
-
         e = self.entries[i]
-        img_path, mask_path = self.index.root / e["image"], self.index.root / e["mask"]
-        try:
-            with Image.open(img_path) as im:
-                image = np.array(im.convert("RGB"))
-            with Image.open(mask_path) as im:
-                if im.mode not in ("P", "L"):
-                    raise ZerosegError(f"mask {mask_path} has mode {im.mode}; expected a palette ('P') PNG")
-                mask = np.array(im)
-        except (OSError, ValueError) as err:
-            raise ZerosegError(f"cannot read sample {e.get('id')} of {self.split}: {err}") from None
-        if mask.shape != image.shape[:2]:
-            raise ZerosegError(f"mask {mask_path} is {mask.shape}, image is {image.shape[:2]}")
+        mask_path = self.index.root / e["mask"]
+        image, mask = self.index.load(e)
         target = self.lookup[mask]
         if (target < 0).any():
             ids = sorted(int(v) for v in np.unique(mask[target < 0]))

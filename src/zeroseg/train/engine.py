@@ -36,7 +36,8 @@ from ..errors import ZerosegError
 from ..io import atomic_path
 from ..text.base import TextEncoder
 from . import losses
-from .data import AugmentConfig, DatasetIndex, EpochShardSampler, SeenSegmentationDataset, pad_collate
+from ..data.dataset import DatasetIndex
+from .data import AugmentConfig, EpochShardSampler, SeenSegmentationDataset, pad_collate, seen_label_set
 
 STATE_FORMAT = "zeroseg-train-state/1"
 LOG_FIELDS = ["epoch", "step", "loss", "lr", "val_seen_miou", "seconds"]
@@ -420,7 +421,7 @@ class Trainer:
         torch.manual_seed(seed)  # same initial weights in every process
 
         self.index = DatasetIndex.read(cfg["data"])
-        self.labels = self.index.seen_label_set()
+        self.labels = seen_label_set(self.index)
         self.out = Path(cfg["out"])
         if d.main:
             from ..io import ensure_writable_dir

@@ -61,13 +61,16 @@ class Segmenter:
         text = self.text_embeddings(labels)
         return self._logits(x.to(self.device), text)
 
-    def _logits(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        """Zero-pad (the mean colour after normalization) to multiples of the model's stride."""
         h, w = x.shape[-2:]
         s = self.model.stride
         ph, pw = (-h) % s, (-w) % s
-        if ph or pw:  # pad with zeros, i.e. the mean colour after normalization
-            x = F.pad(x, (0, pw, 0, ph))
-        return self.model(x, text)[..., :h, :w]
+        return F.pad(x, (0, pw, 0, ph)) if ph or pw else x
+
+    def _logits(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        return self.model(self._pad(x), text)[..., :h, :w]
 
     # -- images in, label maps out -------------------------------------------------------
     def _windowed(self, x: torch.Tensor, text: torch.Tensor, window: int | None) -> torch.Tensor:
@@ -92,45 +95,78 @@ class Segmenter:
         inner.templates = inner.checked_templates(templates)
         self.text_encoder = CachedTextEncoder(inner)
 
+    @staticmethod
+    def as_rgb_array(image) -> np.ndarray:
+        """A path, PIL image or uint8 array -> uint8 [H, W, 3]."""
+        from .io import load_image
+
+        if isinstance(image, (str, Path)):
+            image = load_image(image)
+        array = np.asarray(image.convert("RGB")) if hasattr(image, "convert") else np.asarray(image)
+        if array.ndim != 3 or array.shape[2] != 3:
+            raise ZerosegError(f"expected an RGB image [H, W, 3], got shape {array.shape}")
+        return array
+
+    def prepare(self, array: np.ndarray, short_side: int | None = None, scale: float = 1.0) -> torch.Tensor:
+        """uint8 [H, W, 3] -> the normalized network input [1, 3, h, w] (not padded).
+
+        The short side becomes ``short_side`` x ``scale`` (None: the model's ``input_size``;
+        0: the image's own size).
+        """
+        h, w = array.shape[:2]
+        x = torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1)[None].float().div_(255).to(self.device)
+        base = self.config.input_size if short_side is None else (short_side or min(h, w))
+        factor = base * scale / min(h, w)
+        size = (max(1, round(h * factor)), max(1, round(w * factor)))
+        if size != (h, w):
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=factor < 1)
+        return self.normalize(x)
+
+    @torch.no_grad()
+    def decoder_features(self, image, short_side: int | None = None) -> torch.Tensor:
+        """The decoder's fused features [C, ceil(h/2), ceil(w/2)] of the prepared image."""
+        x = self.prepare(self.as_rgb_array(image), short_side)
+        h, w = x.shape[-2:]
+        feats = self.model.decoder_features(self._pad(x))[0]
+        return feats[:, : (h + 1) // 2, : (w + 1) // 2].float().cpu()
+
     @torch.no_grad()
     def segment(self, image, labels: list[str], *, short_side: int | None = None, window: int | None = None,
-                scales: tuple[float, ...] = (1.0,), flip: bool = False) -> Segmentation:
+                scales: tuple[float, ...] = (1.0,), flip: bool = False, refine: str | None = None,
+                refine_options: dict | None = None) -> Segmentation:
         """Segment one image (path, PIL image or uint8 array [H, W, 3]) into ``labels``.
 
         The image is resized so its short side is ``short_side`` (None: the model's
         ``input_size``; 0: keep the image's size), run whole
         or in sliding windows of ``window`` pixels, optionally at several ``scales`` and
         flipped (the paper's multi-scale + flip evaluation); logits are averaged at the
-        image's own resolution.
+        image's own resolution. ``refine="spectral"`` fuses the prediction with spectral
+        eigen-segments of the decoder features (SAZS; see ``zeroseg.spectral.fusion``), using
+        no ground truth.
         """
-        from .io import load_image
-
         start = time.perf_counter()
-        if isinstance(image, (str, Path)):
-            image = load_image(image)
-        array = np.asarray(image.convert("RGB")) if hasattr(image, "convert") else np.asarray(image)
-        if array.ndim != 3 or array.shape[2] != 3:
-            raise ZerosegError(f"expected an RGB image [H, W, 3], got shape {array.shape}")
+        array = self.as_rgb_array(image)
         labels = list(labels)
         text = self.text_embeddings(labels)
         h, w = array.shape[:2]
-        x = torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1)[None].float().div_(255).to(self.device)
         total = torch.zeros(1, len(labels), h, w, device=self.device)
         for scale in scales:
-            base = self.config.input_size if short_side is None else (short_side or min(h, w))
-            factor = base * scale / min(h, w)
-            size = (max(1, round(h * factor)), max(1, round(w * factor)))
-            xs = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=factor < 1)
-            xs = self.normalize(xs)
+            xs = self.prepare(array, short_side, scale)
             for flipped in ((False, True) if flip else (False,)):
                 inp = xs.flip(-1) if flipped else xs
                 out = self._windowed(inp, text, window)
                 out = out.flip(-1) if flipped else out
                 total += F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
-        probs = torch.softmax(total[0] / (len(scales) * (2 if flip else 1)), dim=0)
-        label_map = probs.argmax(dim=0)
-        return Segmentation(label_map.cpu().numpy().astype(np.int32), probs.cpu().numpy(), labels,
-                            seconds=time.perf_counter() - start)
+        probs = torch.softmax(total[0] / (len(scales) * (2 if flip else 1)), dim=0).cpu().numpy()
+        label_map = probs.argmax(axis=0).astype(np.int32)
+        info: dict = {}
+        if refine == "spectral":
+            from .spectral.fusion import spectral_refine
+
+            label_map, info = spectral_refine(self, array, probs, short_side=short_side, **(refine_options or {}))
+        elif refine is not None:
+            raise ZerosegError(f"unknown refinement {refine!r}; expected 'spectral'")
+        return Segmentation(label_map, probs, labels, seconds=time.perf_counter() - start, info=info)
 
 
 def load_model(source: str | Path = "default", arch_option: int = 0, block_depth: int = 0,

@@ -19,6 +19,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
 
 
+def _add_refine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--refine", choices=("spectral",), default=None,
+                   help="fuse the prediction with spectral eigen-segments (SAZS), without ground truth")
+    p.add_argument("--fusion", choices=("select", "pool"), default="select",
+                   help="select: per class, the eigen-segment best matching the prediction; "
+                        "pool: per eigen-segment, the label of highest mean probability")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zeroseg", description="Zero-shot segmentation driven by language.")
     parser.add_argument("--version", action="version", version=f"zeroseg {__version__}")
@@ -35,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flip", action="store_true", help="also average the horizontally flipped image")
     p.add_argument("--template", action="append", default=None,
                    help='prompt template such as "a photo of a {}" (repeatable)')
+    _add_refine_args(p)
     _add_model_args(p)
 
     p = sub.add_parser("convert", help="convert an official LSeg .ckpt to a zeroseg .safetensors (once)")
@@ -68,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-control", choices=("shuffle",), default=None,
                    help="shuffle: pair unseen names with the wrong unseen classes (control experiment)")
     p.add_argument("--max-images", type=int, default=None)
+    _add_refine_args(p)
+    p.add_argument("--oracle", action="store_true",
+                   help="upper bound only: choose eigen-segments by IoU with the ground truth (SAZS's rule)")
     p.add_argument("--short-side", type=int, default=None,
                    help="resize before inference (default: the model's own setting; 0 keeps the size)")
     p.add_argument("--seed", type=int, default=0)
@@ -85,7 +97,8 @@ def cmd_segment(args) -> int:
     segmenter = load_model(args.model, args.arch_option, args.block_depth, device=args.device)
     if args.template:
         segmenter.set_templates(args.template)
-    options = dict(window=args.window, flip=args.flip,
+    options = dict(window=args.window, flip=args.flip, refine=args.refine,
+                   refine_options={"method": args.fusion} if args.refine else None,
                    scales=(0.75, 1.0, 1.25, 1.5, 1.75) if args.multiscale else (1.0,))
     if args.short_side is not None:
         options["short_side"] = args.short_side
@@ -157,7 +170,8 @@ def cmd_eval(args) -> int:
     segmenter = load_model(args.model, args.arch_option, args.block_depth, device=args.device)
     metrics = evaluate(segmenter, args.data, args.protocol, out_dir=args.out, text_control=args.text_control,
                        split=args.split, max_images=args.max_images, seed=args.seed,
-                       short_side=args.short_side)
+                       short_side=args.short_side, refine=args.refine, oracle=args.oracle,
+                       refine_options={"method": args.fusion} if args.refine else None)
     print(format_summary(metrics))
     if args.out:
         print(f"metrics, per-class IoU chart and examples in {args.out}")

@@ -89,8 +89,23 @@ def _pct(x: float) -> float | None:
     return None if x is None or math.isnan(x) else round(100.0 * float(x), 4)
 
 
-def _predict(segmenter: Any, image: np.ndarray, labels: LabelSet, short_side: int | None) -> np.ndarray:
-    seg = segmenter.segment(image, list(labels.names), short_side=short_side)
+def _label_set_truth(mask: np.ndarray, labels: LabelSet) -> np.ndarray:
+    """Ground truth in label-set positions (-1 where a class is not in the set): for the oracle only."""
+    lookup = np.full(max(int(mask.max()), max(labels.class_ids)) + 1, -1, dtype=np.int64)
+    lookup[list(labels.class_ids)] = np.arange(len(labels.class_ids))
+    return lookup[np.where(mask == IGNORE_INDEX, 0, mask)]
+
+
+def _predict(segmenter: Any, image: np.ndarray, labels: LabelSet, short_side: int | None,
+             refine: str | None = None, refine_options: dict | None = None,
+             oracle_truth: np.ndarray | None = None) -> np.ndarray:
+    options: dict[str, Any] = {"short_side": short_side}
+    if refine:  # only then: plain segmenters need not know the refinement keywords
+        options["refine"] = refine
+        options["refine_options"] = dict(refine_options or {})
+        if oracle_truth is not None:
+            options["refine_options"]["ground_truth"] = oracle_truth
+    seg = segmenter.segment(image, list(labels.names), **options)
     label_map = np.asarray(seg.label_map)
     if label_map.shape != image.shape[:2]:
         raise ZerosegError(f"segmenter returned a {label_map.shape} label map for a {image.shape[:2]} image")
@@ -117,13 +132,16 @@ def _select(data: SynthDataset, protocol: str, max_images: int | None) -> list[i
 
 def evaluate(segmenter: Any, data_dir: str | Path, protocol: str, out_dir: str | Path | None = None,
              text_control: str | None = None, split: str = "test", max_images: int | None = None,
-             seed: int = 0, short_side: int | None = None, progress: bool = True) -> dict:
+             seed: int = 0, short_side: int | None = None, progress: bool = True, refine: str | None = None,
+             refine_options: dict | None = None, oracle: bool = False) -> dict:
     """Run ``protocol`` on ``data_dir``'s ``split`` and return the results (also written to ``out_dir``).
 
     ``segmenter`` needs ``.segment(image, labels, short_side=...)`` returning an object with a
     ``.label_map`` of indices into ``labels``; ``short_side`` is passed through (for a zeroseg
     ``Segmenter``, None means the model's own input size and 0 keeps the image size). Scores
-    are percentages. With ``out_dir``, writes
+    are percentages. ``refine`` (e.g. "spectral") is passed to ``segment``; ``oracle=True``
+    additionally hands the refinement the ground truth (SAZS's published selection rule), a
+    labelled upper bound that a user can never reach. With ``out_dir``, writes
     ``metrics.json``, ``per_class_iou.png`` and ``qualitative.png``.
     """
     from tqdm.auto import tqdm
@@ -132,6 +150,8 @@ def evaluate(segmenter: Any, data_dir: str | Path, protocol: str, out_dir: str |
         raise ZerosegError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     if text_control not in (None, *TEXT_CONTROLS):
         raise ZerosegError(f"unknown text control {text_control!r}; choose one of {', '.join(TEXT_CONTROLS)}")
+    if oracle and not refine:
+        raise ZerosegError("--oracle needs a refinement (e.g. --refine spectral) to select segments for")
     if max_images is not None and max_images < 1:
         raise ZerosegError("max_images must be at least 1")
     data = SynthDataset(data_dir, split)
@@ -163,7 +183,9 @@ def evaluate(segmenter: Any, data_dir: str | Path, protocol: str, out_dir: str |
         stem = Path(data.entries[i]["image"]).stem
         t0 = time.perf_counter()
         if fixed_set is not None:
-            pred = np.asarray(fixed_set.class_ids)[_predict(segmenter, image, fixed_set, short_side)]
+            truth = _label_set_truth(mask, fixed_set) if oracle else None
+            answer = _predict(segmenter, image, fixed_set, short_side, refine, refine_options, truth)
+            pred = np.asarray(fixed_set.class_ids)[answer]
             target = mask.copy()
             if protocol == "fixed":  # seen classes have no name in the label set: not scorable
                 target[np.isin(target, seen_ids)] = IGNORE_INDEX
@@ -175,7 +197,8 @@ def evaluate(segmenter: Any, data_dir: str | Path, protocol: str, out_dir: str |
         for c in episode_classes(mask, k):
             labels = protocol_label_set("episode", data.classes, data.seen, data.unseen,
                                         episode_class=data.classes[c], name_map=name_map)
-            fg = _predict(segmenter, image, labels, short_side) == 1
+            truth = (mask == c).astype(np.int64) if oracle else None  # "other" = everything but c
+            fg = _predict(segmenter, image, labels, short_side, refine, refine_options, truth) == 1
             target = (mask == c).astype(np.int64)
             target[mask == IGNORE_INDEX] = IGNORE_INDEX
             episodes.update(c, fg.astype(np.int64), target)
@@ -200,6 +223,8 @@ def evaluate(segmenter: Any, data_dir: str | Path, protocol: str, out_dir: str |
         "text_control": text_control,
         "seed": seed,
         "short_side": short_side,
+        "refine": refine,
+        "oracle_upper_bound": oracle,
         "units": "percent",
         "headline": {"name": headline, "value": metrics[headline]},
         "metrics": metrics,
@@ -275,7 +300,10 @@ def _write_outputs(result: dict, data: SynthDataset, out_dir: Path, examples: li
 def format_summary(result: Mapping[str, Any]) -> str:
     """One line per metric, for the command line."""
     lines = [f"{result['protocol']} on {result['split']} ({result['num_images']} images"
-             + (f", text control {result['text_control']}" if result.get("text_control") else "") + ")"]
+             + (f", text control {result['text_control']}" if result.get("text_control") else "")
+             + (f", refine {result['refine']}" if result.get("refine") else "")
+             + (", ORACLE UPPER BOUND: segments chosen with the ground truth" if result.get("oracle_upper_bound")
+                else "") + ")"]
     for name, value in result["metrics"].items():
         lines.append(f"  {name:<16} {'n/a' if value is None else f'{value:.2f}'}")
     return "\n".join(lines)

@@ -125,26 +125,10 @@ def callable_features(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> torc
 
 @torch.no_grad()
 def segmenter_features(segmenter: Any, image_uint8: Any, short_side: int | None = None) -> torch.Tensor:
-    """A ``zeroseg.api.Segmenter``'s decoder features [C, h, w] for one image (h, w = ceil(H/2), ceil(W/2)).
-
-    The image is resized as ``Segmenter.segment`` does (short side ``short_side``; None: the model's
-    ``input_size``; 0: keep), normalized with ``segmenter.normalize`` and zero-padded to the model's
-    stride; the padded border is cropped off the features.
-    """
-    x = image_tensor(image_uint8)[None]
-    h, w = x.shape[-2:]
-    base = segmenter.config.input_size if short_side is None else (short_side or min(h, w))
-    factor = base / min(h, w)
-    size = (max(1, round(h * factor)), max(1, round(w * factor)))
-    if size != (h, w):
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=factor < 1)
-    x = segmenter.normalize(x.to(segmenter.device))
-    s = segmenter.model.stride
-    ph, pw = (-size[0]) % s, (-size[1]) % s
-    if ph or pw:  # zeros = the mean colour after normalization, as Segmenter does
-        x = F.pad(x, (0, pw, 0, ph))
-    feats = segmenter.model.decoder_features(x)[0]
-    return feats[:, : math.ceil(size[0] / 2), : math.ceil(size[1] / 2)].float().cpu()
+    """A ``zeroseg.api.Segmenter``'s decoder features [C, ceil(h/2), ceil(w/2)] for one image,
+    prepared exactly as ``Segmenter.segment`` prepares it (short side ``short_side``; None: the
+    model's ``input_size``; 0: keep)."""
+    return segmenter.decoder_features(image_uint8, short_side)
 
 
 # -- timm ViT from a local file --------------------------------------------------------------

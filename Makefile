@@ -15,11 +15,16 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The example images hold only classes the default model never saw in training.
+DEMO_LABELS := tiger face,bus,violin,pear,castle,duck,other
+
 demo: $(STAMP)
-	$(BIN)/zeroseg demo
+	$(BIN)/zeroseg segment examples/images --labels "$(DEMO_LABELS)" --out demo_out
+	@echo "overlays (image + colours + legend): demo_out/*_overlay.png"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_lseg.py
+	$(BIN)/python benchmarks/bench_spectral.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

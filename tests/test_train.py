@@ -352,3 +352,54 @@ def test_ddp_two_processes_match_one(dataset, tmp_path):
     rel = float((du - ds).norm() / ds.norm())
     assert rel < 1e-4, rel
     assert read_state(runs[2])["world_size"] == 2
+
+
+# -- SAZS boundary-aware training ------------------------------------------------------------
+def test_boundary_targets_mark_label_borders_dilated_by_two():
+    from zeroseg.train.losses import boundary_targets
+
+    target = torch.zeros(1, 8, 12, dtype=torch.int64)
+    target[:, :, 6:] = 3  # a vertical border between columns 5 and 6
+    target[:, 0, 0] = 255  # an ignored pixel
+    edges, valid = boundary_targets(target, radius=2)
+    expected_cols = {4, 5, 6, 7}  # within 2 pixels of a pixel with the other label
+    for col in range(12):
+        assert bool(edges[0, 4, col]) == (col in expected_cols), col
+    assert not valid[0, :3, :3].any() and valid[0, 5:, 5:].all()  # near the ignored pixel: no target
+
+
+def test_edge_loss_is_class_balanced_and_falls_when_trained():
+    from zeroseg.train.losses import balanced_bce, boundary_targets
+
+    target = torch.zeros(2, 16, 16, dtype=torch.int64)
+    target[:, 4:12, 4:12] = 1
+    edges, valid = boundary_targets(target)
+    # an all-zero predictor pays the same total weight for boundary and non-boundary pixels
+    loss0 = balanced_bce(torch.zeros(2, 1, 16, 16), edges, valid)
+    assert torch.isclose(loss0, torch.log(torch.tensor(2.0)) * 2 * (edges.float().mean() * (1 - edges.float().mean())),
+                         rtol=1e-4)
+    torch.manual_seed(0)
+    head = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 1, 3, padding=1))
+    opt = torch.optim.Adam(head.parameters(), 0.05)
+    x = target.unsqueeze(1).float()
+    first = None
+    for _ in range(60):
+        loss = balanced_bce(head(x), edges, valid)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.3 * first
+
+
+def test_training_with_edge_loss_adds_and_saves_an_edge_head(dataset, tmp_path):
+    from zeroseg import load_model
+    from zeroseg.train.engine import train
+
+    summary = train({**TINY, "data": str(dataset), "out": str(tmp_path / "run"), "max_steps": 2, "epochs": 1,
+                     "edge_loss_weight": 0.3}, progress=False)
+    seg = load_model(summary["last"])
+    assert seg.model.edge_head is not None and seg.config.edge_head
+    x = torch.zeros(1, 3, 64, 64)
+    logits, edges = seg.model(x, torch.randn(2, seg.config.embed_dim), with_edges=True)
+    assert edges.shape == (1, 1, 64, 64) and logits.shape == (1, 2, 64, 64)

@@ -154,9 +154,10 @@ def cmd_data(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .train.__main__ import main as train_main
+    from .train.__main__ import build_parser as train_parser
+    from .train.__main__ import run
 
-    return train_main(args.train_args)
+    return run(train_parser("zeroseg train").parse_args(args.train_args))
 
 
 def cmd_eval(args) -> int:

@@ -32,6 +32,7 @@ class LSegConfig:
     std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     backbone_kwargs: dict = field(default_factory=dict)
     input_size: int = 480  # default short side at inference (pixels)
+    edge_head: bool = False  # SAZS boundary head on the decoder features (trained with an edge loss)
     description: str = ""
 
     @classmethod
@@ -68,6 +69,19 @@ def _spread_hooks(depth: int) -> list[int]:
     return [depth * (i + 1) // 4 - 1 for i in range(4)]
 
 
+class BoundaryHead(nn.Module):
+    """A light head predicting label boundaries from decoder features (SAZS's edge branch)."""
+
+    def __init__(self, features: int):
+        super().__init__()
+        self.conv = nn.Conv2d(features, max(features // 2, 8), kernel_size=3, padding=1)
+        self.out = nn.Conv2d(max(features // 2, 8), 1, kernel_size=1)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        edges = self.out(F.relu(self.conv(feats)))
+        return F.interpolate(edges, scale_factor=2, mode="bilinear", align_corners=True)
+
+
 class LSegNet(nn.Module):
     """Image -> per-pixel embeddings; logits = scale * cosine(pixel, label) -> spatial reg. -> x2."""
 
@@ -78,6 +92,7 @@ class LSegNet(nn.Module):
         self.decoder = DPTDecoder(self.image_encoder.widths, cfg.features)
         self.head = nn.Conv2d(cfg.features, cfg.embed_dim, kernel_size=1)
         self.spatial_reg = SpatialRegularization(cfg.arch_option, cfg.block_depth, cfg.activation)
+        self.edge_head = BoundaryHead(cfg.features) if cfg.edge_head else None
         self.logit_scale = float(cfg.logit_scale)
 
     @property
@@ -100,6 +115,21 @@ class LSegNet(nn.Module):
         logits = self.spatial_reg(logits)
         return F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=True)
 
-    def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """``x``: normalized images [B, 3, H, W]; ``text``: label embeddings [C, D] -> [B, C, H, W]."""
-        return self.score(self.pixel_embeddings(x), text)
+    def add_edge_head(self) -> None:
+        """Give a model without one a (fresh) boundary head, e.g. to fine-tune with the edge loss."""
+        if self.edge_head is None:
+            self.edge_head = BoundaryHead(self.config.features)
+            self.config.edge_head = True
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor, with_edges: bool = False):
+        """``x``: normalized images [B, 3, H, W]; ``text``: label embeddings [C, D] -> [B, C, H, W].
+
+        ``with_edges=True`` also returns boundary logits [B, 1, H, W] (needs ``edge_head``).
+        """
+        feats = self.decoder_features(x)
+        logits = self.score(F.normalize(self.head(feats), dim=1), text)
+        if not with_edges:
+            return logits
+        if self.edge_head is None:
+            raise ValueError("this model has no edge head (config edge_head=false)")
+        return logits, self.edge_head(feats)

@@ -29,6 +29,8 @@ def build_parser(prog: str = "zeroseg train") -> argparse.ArgumentParser:
                         "--config and overrides apply on top)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--edge-loss-weight", type=float, default=None, metavar="W",
+                   help="SAZS boundary loss: L = L_seg + W * L_edge (adds an edge head; default 0 = off)")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     return p
 
@@ -40,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
     from .engine import load_config, read_state, train
 
     base = read_state(args.resume)["config"] if args.resume else None
-    cfg = load_config(args.config, args.overrides, base=base)
+    overrides = list(args.overrides)
+    if args.edge_loss_weight is not None:
+        overrides.append(f"edge_loss_weight={args.edge_loss_weight}")
+    cfg = load_config(args.config, overrides, base=base)
     if args.print_config:
         print(yaml.safe_dump(cfg, sort_keys=False), end="")
         return 0

@@ -304,7 +304,15 @@ def param_groups(model: nn.Module, cfg: dict) -> list[dict]:
     return out
 
 
-def freeze_unused_parameters(model: nn.Module, text: torch.Tensor, stride: int) -> list[str]:
+def model_outputs(model: nn.Module, x: torch.Tensor, text: torch.Tensor, with_edges: bool) -> dict:
+    """What ``losses.compute_loss`` needs: logits, and boundary logits when the edge loss is on."""
+    if not with_edges:
+        return {"logits": model(x, text)}
+    logits, edges = model(x, text, with_edges=True)
+    return {"logits": logits, "edge_logits": edges}
+
+
+def freeze_unused_parameters(model: nn.Module, text: torch.Tensor, stride: int, with_edges: bool = False) -> list[str]:
     """Stop training parameters the forward pass never uses (e.g. DPT's deepest lateral unit,
     a ViT's classifier head), found by one backward pass in eval mode (no buffer updates, no
     RNG). DDP would otherwise fail on them, and find_unused_parameters costs every step."""
@@ -313,7 +321,7 @@ def freeze_unused_parameters(model: nn.Module, text: torch.Tensor, stride: int) 
     try:
         with torch.enable_grad():
             x = torch.zeros(1, 3, 2 * stride, 2 * stride, device=text.device)
-            model(x, text).float().sum().backward()
+            sum(o.float().sum() for o in model_outputs(model, x, text, with_edges).values()).backward()
         unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     finally:
         model.zero_grad(set_to_none=True)
@@ -428,6 +436,7 @@ class Trainer:
 
             ensure_writable_dir(self.out)
 
+        self.with_edges = float(cfg["edge_loss_weight"] or 0.0) > 0
         self.module = self._build_model()
         spec = cfg["text_encoder"] or self.module.config.text_encoder
         self.text_encoder = make_text_encoder(spec)
@@ -470,7 +479,7 @@ class Trainer:
             if d.device.type != "cuda":
                 raise ZerosegError("sync_bn needs CUDA; on CPU leave sync_bn=false")
             self.module = nn.SyncBatchNorm.convert_sync_batchnorm(self.module)
-        self.unused_parameters = freeze_unused_parameters(self.module, self.text, stride)
+        self.unused_parameters = freeze_unused_parameters(self.module, self.text, stride, self.with_edges)
         self.model: nn.Module = self.module
         if d.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -499,9 +508,14 @@ class Trainer:
             from ..models.loading import load_safetensors_model
 
             model, _text, _ = load_safetensors_model(cfg["init_from"])
+            if self.with_edges:
+                model.add_edge_head()
             return model.train()
+        overrides = dict(cfg["model_overrides"] or {})
+        if self.with_edges:
+            overrides["edge_head"] = True
         try:
-            return create_model(cfg["model"], **(cfg["model_overrides"] or {})).train()
+            return create_model(cfg["model"], **overrides).train()
         except (ValueError, TypeError) as e:
             raise ZerosegError(f"cannot build model {cfg['model']!r}: {e}") from None
 
@@ -641,8 +655,8 @@ class Trainer:
         x = batch["image"].to(d.device, non_blocking=True)
         target = batch["target"].to(d.device, non_blocking=True)
         with self._autocast():
-            logits = self.model(x, self.text)
-        loss, _parts = losses.compute_loss({"logits": logits}, {**batch, "image": x, "target": target}, self.cfg)
+            outputs = model_outputs(self.model, x, self.text, self.with_edges)
+        loss, _parts = losses.compute_loss(outputs, {**batch, "image": x, "target": target}, self.cfg)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg["grad_clip"]:

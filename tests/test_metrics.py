@@ -125,3 +125,30 @@ def test_episode_ignore_pixels():
     # kept pixels: pred [1, 0, 1] vs target [1, 0, 0] -> fg 1/2, bg 1/2
     assert meter.class_iou()[3] == pytest.approx(1 / 2)
     assert meter.fbiou() == pytest.approx(1 / 2)
+
+
+def test_boundary_fscore_by_hand():
+    from zeroseg.eval.metrics import BoundaryFScore, label_boundaries
+
+    target = np.zeros((6, 6), int)
+    target[:, 3:] = 1
+    edges = label_boundaries(target)
+    assert edges[:, 2].all() and edges[:, 3].all() and edges.sum() == 12
+    exact = BoundaryFScore(tolerance=0)
+    exact.update(target, target)
+    assert exact.fscore() == 1.0
+    shifted = np.zeros((6, 6), int)
+    shifted[:, 5:] = 1  # the border two columns to the right
+    tight, loose = BoundaryFScore(tolerance=0), BoundaryFScore(tolerance=2)
+    for meter in (tight, loose):
+        meter.update(shifted, target)
+    # tolerance 0: predicted border columns 4,5 vs true 2,3 -> nothing matches
+    assert tight.precision() == 0.0 and tight.recall() == 0.0 and tight.fscore() == 0.0
+    # tolerance 2: column 4 is within 2 of column 3 and 2 (yes), column 5 within 2 of 3 (yes);
+    # true column 2 is 2 away from predicted 4 (yes), column 3 (yes) -> all match
+    assert loose.fscore() == 1.0
+    ignored = target.copy()
+    ignored[:, 2:4] = 255  # the border region is unlabelled: no boundary to score
+    meter = BoundaryFScore(tolerance=0)
+    meter.update(target, ignored)
+    assert meter.pred_total == 0 and meter.true_total == 0 and np.isnan(meter.fscore())

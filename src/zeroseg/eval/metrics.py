@@ -145,3 +145,61 @@ class EpisodeMeter:
 
     def num_episodes(self, classes: Iterable[int] | None = None) -> int:
         return sum(self.episodes[c] for c in self._selected(classes))
+
+
+def label_boundaries(label_map: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+    """Pixels whose right or lower neighbour has another label (ignored pixels never count)."""
+    lm = np.asarray(label_map)
+    edge = np.zeros(lm.shape, dtype=bool)
+    valid = lm != ignore_index
+    dx = (lm[:, 1:] != lm[:, :-1]) & valid[:, 1:] & valid[:, :-1]
+    dy = (lm[1:, :] != lm[:-1, :]) & valid[1:, :] & valid[:-1, :]
+    edge[:, :-1] |= dx
+    edge[:, 1:] |= dx
+    edge[:-1, :] |= dy
+    edge[1:, :] |= dy
+    return edge
+
+
+class BoundaryFScore:
+    """Boundary F-score: predicted boundary pixels within ``tolerance`` pixels of a true boundary
+    (precision) and true boundary pixels within ``tolerance`` of a predicted one (recall),
+    accumulated over all images. Pixels labelled ``ignore_index`` in the target are left out."""
+
+    def __init__(self, tolerance: int = 2, ignore_index: int = 255):
+        self.tolerance = int(tolerance)
+        self.ignore_index = ignore_index
+        self.reset()
+
+    def reset(self) -> None:
+        self.pred_hits = self.pred_total = self.true_hits = self.true_total = 0
+
+    def update(self, pred: np.ndarray, target: np.ndarray) -> None:
+        from scipy.ndimage import binary_dilation
+
+        pred, target = np.asarray(pred), np.asarray(target)
+        if pred.shape != target.shape or pred.ndim != 2:
+            raise ValueError(f"boundary F-score needs two label maps of one shape, got {pred.shape}, {target.shape}")
+        ignored = target == self.ignore_index
+        pred_b = label_boundaries(np.where(ignored, self.ignore_index, pred), self.ignore_index)
+        true_b = label_boundaries(target, self.ignore_index)
+        r = self.tolerance
+        disk = np.add.outer(np.arange(-r, r + 1) ** 2, np.arange(-r, r + 1) ** 2) <= r * r
+        near_true = binary_dilation(true_b, structure=disk) if true_b.any() else true_b
+        near_pred = binary_dilation(pred_b, structure=disk) if pred_b.any() else pred_b
+        self.pred_hits += int((pred_b & near_true).sum())
+        self.pred_total += int(pred_b.sum())
+        self.true_hits += int((true_b & near_pred).sum())
+        self.true_total += int(true_b.sum())
+
+    def precision(self) -> float:
+        return self.pred_hits / self.pred_total if self.pred_total else math.nan
+
+    def recall(self) -> float:
+        return self.true_hits / self.true_total if self.true_total else math.nan
+
+    def fscore(self) -> float:
+        p, r = self.precision(), self.recall()
+        if math.isnan(p) or math.isnan(r) or p + r == 0:
+            return math.nan if math.isnan(p) or math.isnan(r) else 0.0
+        return 2 * p * r / (p + r)

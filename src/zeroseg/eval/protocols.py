@@ -23,7 +23,7 @@ import numpy as np
 
 from ..data.dataset import IGNORE_INDEX, OTHER, SynthDataset
 from ..errors import ZerosegError
-from .metrics import ConfusionMatrix, EpisodeMeter, harmonic_mean
+from .metrics import BoundaryFScore, ConfusionMatrix, EpisodeMeter, harmonic_mean
 
 PROTOCOLS = ("fixed", "gzs", "episode")
 TEXT_CONTROLS = ("shuffle",)
@@ -172,6 +172,7 @@ def evaluate(segmenter: Any, data_dir: str | Path, protocol: str, out_dir: str |
         raise ZerosegError(f"no {what} in split {split!r} of {data.root}")
 
     confusion = ConfusionMatrix(k, IGNORE_INDEX)
+    boundaries = BoundaryFScore(2, IGNORE_INDEX)
     episodes = EpisodeMeter(IGNORE_INDEX)
     fixed_set = protocol_label_set(protocol, data.classes, data.seen, data.unseen, name_map=name_map) \
         if protocol != "episode" else None
@@ -190,6 +191,7 @@ def evaluate(segmenter: Any, data_dir: str | Path, protocol: str, out_dir: str |
             if protocol == "fixed":  # seen classes have no name in the label set: not scorable
                 target[np.isin(target, seen_ids)] = IGNORE_INDEX
             confusion.update(pred, target)
+            boundaries.update(pred, target)
             model_seconds += time.perf_counter() - t0
             if out_dir is not None and len(examples) < NUM_EXAMPLES:
                 examples.append((_sample(image, target, pred, stem), True))
@@ -214,6 +216,7 @@ def evaluate(segmenter: Any, data_dir: str | Path, protocol: str, out_dir: str |
         metrics, per_class, headline = _episode_results(episodes, data, seen_ids, unseen_ids)
     else:
         metrics, per_class, headline = _confusion_results(confusion, data, protocol, seen_ids, unseen_ids)
+        metrics["boundary_f"] = _pct(boundaries.fscore())
     result: dict[str, Any] = {
         "format": RESULT_FORMAT,
         "protocol": protocol,

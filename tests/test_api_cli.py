@@ -155,3 +155,11 @@ def test_convert_official_checkpoint_round_trip(tmp_path, capsys):
 def test_console_script_runs_and_reports_version():
     out = subprocess.run([sys.executable, "-m", "zeroseg.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("zeroseg ")
+
+
+def test_train_subcommand_takes_its_own_options(capsys, tmp_path):
+    assert main(["train", "--print-config", "data=somewhere", "epochs=3", "--edge-loss-weight", "0.3"]) == 0
+    out = capsys.readouterr().out
+    assert "data: somewhere" in out and "epochs: 3" in out and "edge_loss_weight: 0.3" in out
+    assert main(["train", f"data={tmp_path / 'none'}", f"out={tmp_path / 'o'}"]) == 2
+    assert "data directory not found" in capsys.readouterr().err

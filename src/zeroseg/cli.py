@@ -153,13 +153,6 @@ def cmd_data(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
-    from .train.__main__ import build_parser as train_parser
-    from .train.__main__ import run
-
-    return run(train_parser("zeroseg train").parse_args(args.train_args))
-
-
 def cmd_eval(args) -> int:
     from .api import load_model
     from .eval.protocols import evaluate, format_summary
@@ -180,13 +173,26 @@ def cmd_eval(args) -> int:
 
 
 COMMANDS = {"segment": cmd_segment, "convert": cmd_convert, "models": cmd_models, "data": cmd_data,
-            "train": cmd_train, "eval": cmd_eval}
+            "eval": cmd_eval}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:  # every option after "train" belongs to the training parser
+        from .train.__main__ import build_parser as train_parser
+        from .train.__main__ import run as train_run
+
+        train_args = train_parser("zeroseg train").parse_args(argv[1:])
+
+        def action() -> int:
+            return train_run(train_args)
+    else:
+        args = build_parser().parse_args(argv)
+
+        def action() -> int:
+            return COMMANDS[args.command](args)
     try:
-        return COMMANDS[args.command](args)
+        return action()
     except ZerosegError as e:
         print(f"zeroseg: error: {e}", file=sys.stderr)
         return 2

@@ -10,7 +10,6 @@ import json
 import os
 import sys
 
-from ..errors import ZerosegError
 
 EPILOG = """\
 overrides: key=value pairs, values parsed as YAML, nested keys with dots, e.g.
@@ -56,15 +55,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser("python -m zeroseg.train" if argv is None else "zeroseg train").parse_args(argv)
-    try:
-        return run(args)
-    except ZerosegError as e:
-        print(f"zeroseg: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("zeroseg: interrupted (resume with --resume OUT_DIR)", file=sys.stderr)
-        return 130
+    """``python -m zeroseg.train ...`` is ``zeroseg train ...`` (one place handles user errors)."""
+    from ..cli import main as cli_main
+
+    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

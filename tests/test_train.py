@@ -103,7 +103,7 @@ def test_config_defaults_and_overrides(tmp_path):
     assert cfg["epochs"] == 3 and cfg["lr"] == 2e-3 and cfg["hflip"] is False and cfg["max_steps"] == 5
     assert cfg["model_overrides"] == {"features": 32, "embed_dim": 64}
     assert cfg["model"] == "lseg_tiny_minilm" and cfg["poly_power"] == 0.9 and cfg["edge_loss_weight"] == 0.0
-    for bad in (["nope=1"], ["epochs=0"], ["optimizer=adam"], ["lr"], ["device=tpu"], ["edge_loss_weight=1"]):
+    for bad in (["nope=1"], ["epochs=0"], ["optimizer=adam"], ["lr"], ["device=tpu"], ["edge_loss_weight=-1"]):
         with pytest.raises(ZerosegError):
             load_config(str(f), bad)
     with pytest.raises(ZerosegError, match="data"):

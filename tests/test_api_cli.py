@@ -6,12 +6,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import official_layouts
 from PIL import Image
 
-from conftest import official_layouts
 from zeroseg import load_model
 from zeroseg.cli import main
-from zeroseg.errors import ZerosegError
 
 
 def test_segment_returns_label_map_and_probabilities(tiny_model_file):

@@ -7,8 +7,13 @@ from PIL import Image
 
 from zeroseg import load_model
 from zeroseg.eval.protocols import evaluate
-from zeroseg.spectral.fusion import (candidate_masks, oracle_select, pool_segments, select_segments,
-                                     upsample_segments)
+from zeroseg.spectral.fusion import (
+    candidate_masks,
+    oracle_select,
+    pool_segments,
+    select_segments,
+    upsample_segments,
+)
 
 
 def _probs_from_labels(label_map: np.ndarray, n: int, confidence: float = 0.8) -> np.ndarray:

@@ -4,7 +4,13 @@ import math
 import numpy as np
 import pytest
 
-from zeroseg.eval.metrics import ConfusionMatrix, EpisodeMeter, harmonic_mean, iou_from_confusion, mean_iou
+from zeroseg.eval.metrics import (
+    ConfusionMatrix,
+    EpisodeMeter,
+    harmonic_mean,
+    iou_from_confusion,
+    mean_iou,
+)
 
 # 4x4 ground truth / prediction; per class (target px, predicted px, overlap):
 #   0: (4, 5, 3) -> IoU 3/6 = 1/2;  1: (4, 6, 4) -> 4/6 = 2/3;  2: (8, 5, 5) -> 5/8;  3: absent -> NaN

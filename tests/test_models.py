@@ -1,8 +1,8 @@
 """The LSeg network: shapes, label-order equivariance, spatial regularization, registry."""
 import pytest
 import torch
-
 from conftest import TINY_CONV, TINY_VIT
+
 from zeroseg.models.blocks import SpatialRegularization
 from zeroseg.models.registry import create_model, get_config, list_models
 

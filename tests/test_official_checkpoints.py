@@ -4,12 +4,15 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import DTYPES, SHARED_LSEG, official_layouts, synthetic_tensor
+
 from zeroseg import load_model
 from zeroseg.api import Segmenter
 from zeroseg.errors import ZerosegError
-from zeroseg.models.loading import model_from_official_state_dict, translate_official_keys
+from zeroseg.models.loading import (
+    model_from_official_state_dict,
+    translate_official_keys,
+)
 
 LAYOUTS = official_layouts()
 

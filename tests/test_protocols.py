@@ -9,7 +9,11 @@ from PIL import Image
 from zeroseg.data.dataset import SynthDataset
 from zeroseg.errors import ZerosegError
 from zeroseg.eval.protocols import (
-    episode_classes, evaluate, format_summary, protocol_label_set, shuffled_names,
+    episode_classes,
+    evaluate,
+    format_summary,
+    protocol_label_set,
+    shuffled_names,
 )
 
 CLASSES = ["other", "cat", "dog", "car", "tree"]

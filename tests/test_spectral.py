@@ -5,13 +5,30 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-
 from conftest import TINY_VIT
+
 from zeroseg.errors import ZerosegError
-from zeroseg.spectral import (SpectralResult, build_affinity, callable_features, color_affinity, color_features,
-                              degrees, dense_eigs, eigen_segments, feature_affinity, kmeans, laplacian, load_vit,
-                              orient, planted_features, segmenter_features, smooth_features, spectral_eigs,
-                              threshold_segments, vit_features)
+from zeroseg.spectral import (
+    SpectralResult,
+    build_affinity,
+    callable_features,
+    color_affinity,
+    color_features,
+    degrees,
+    dense_eigs,
+    eigen_segments,
+    feature_affinity,
+    kmeans,
+    laplacian,
+    load_vit,
+    orient,
+    planted_features,
+    segmenter_features,
+    smooth_features,
+    spectral_eigs,
+    threshold_segments,
+    vit_features,
+)
 
 
 @pytest.fixture(autouse=True)

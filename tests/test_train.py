@@ -16,10 +16,17 @@ import pytest
 import torch
 from PIL import Image
 
-from zeroseg.errors import ZerosegError
 from zeroseg.data.dataset import DatasetIndex
+from zeroseg.errors import ZerosegError
 from zeroseg.train.data import EpochShardSampler, SeenSegmentationDataset
-from zeroseg.train.engine import RandomTextEncoder, Trainer, load_config, lr_factor, read_state, train
+from zeroseg.train.engine import (
+    RandomTextEncoder,
+    Trainer,
+    load_config,
+    lr_factor,
+    read_state,
+    train,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["other", "red square", "green disc", "blue bar"]

@@ -141,7 +141,11 @@ def _finish(module: nn.Module) -> nn.Module:
 
 
 def _text_encoder_from_weights(text_sd: dict[str, torch.Tensor], name: str):
-    from ..text.clip import ClipTextEncoder, build_text_tower, tower_config_from_state_dict
+    from ..text.clip import (
+        ClipTextEncoder,
+        build_text_tower,
+        tower_config_from_state_dict,
+    )
 
     try:
         tower_cfg = tower_config_from_state_dict(text_sd)

@@ -1,9 +1,24 @@
 """Spectral eigen-segments (SAZS / Deep Spectral Methods): affinity graphs over feature maps, their
 smallest non-trivial generalized eigenvectors, and segments from those eigenvectors."""
-from .eigen import (SpectralResult, dense_eigs, eigen_segments, kmeans, kmeans_segments, orient, spectral_eigs,
-                    threshold_segments)
-from .features import (callable_features, color_features, load_vit, planted_features, segmenter_features,
-                       smooth_features, vit_features)
+from .eigen import (
+                    SpectralResult,
+                    dense_eigs,
+                    eigen_segments,
+                    kmeans,
+                    kmeans_segments,
+                    orient,
+                    spectral_eigs,
+                    threshold_segments,
+)
+from .features import (
+                    callable_features,
+                    color_features,
+                    load_vit,
+                    planted_features,
+                    segmenter_features,
+                    smooth_features,
+                    vit_features,
+)
 from .graph import build_affinity, color_affinity, degrees, feature_affinity, laplacian
 
 __all__ = [

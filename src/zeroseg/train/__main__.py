@@ -10,7 +10,6 @@ import json
 import os
 import sys
 
-
 EPILOG = """\
 overrides: key=value pairs, values parsed as YAML, nested keys with dots, e.g.
   data=runs/synth epochs=20 lr=1e-3 model_overrides.features=32 text_encoder=minilm

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +19,7 @@ from torch.utils.data import Dataset, Sampler
 
 from ..data.dataset import IGNORE_INDEX, DatasetIndex
 from ..errors import ZerosegError
+
 
 def seen_label_set(index: DatasetIndex) -> list[str]:
     """The label set every training image is scored against: background first, then seen classes."""

@@ -32,12 +32,18 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..data.dataset import DatasetIndex
 from ..errors import ZerosegError
 from ..io import atomic_path
 from ..text.base import TextEncoder
 from . import losses
-from ..data.dataset import DatasetIndex
-from .data import AugmentConfig, EpochShardSampler, SeenSegmentationDataset, pad_collate, seen_label_set
+from .data import (
+    AugmentConfig,
+    EpochShardSampler,
+    SeenSegmentationDataset,
+    pad_collate,
+    seen_label_set,
+)
 
 STATE_FORMAT = "zeroseg-train-state/1"
 LOG_FIELDS = ["epoch", "step", "loss", "lr", "val_seen_miou", "seconds"]
@@ -148,9 +154,9 @@ def validate_config(cfg: dict) -> None:
     need(cfg.get("grad_clip") is None or (isinstance(cfg["grad_clip"], (int, float)) and cfg["grad_clip"] > 0),
          "grad_clip must be null or > 0")
     need(cfg.get("optimizer") in ("adamw", "sgd"), f"optimizer must be adamw or sgd, not {cfg.get('optimizer')!r}")
-    need(cfg.get("lr_schedule") in ("poly", "constant"), f"lr_schedule must be poly or constant")
+    need(cfg.get("lr_schedule") in ("poly", "constant"), "lr_schedule must be poly or constant")
     dev = str(cfg.get("device"))
-    need(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), f"device must be auto, cpu, cuda or cuda:N")
+    need(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "device must be auto, cpu, cuda or cuda:N")
     for key in ("amp", "hflip", "freeze_bn", "sync_bn", "tensorboard"):
         need(isinstance(cfg.get(key), bool), f"{key} must be true or false")
     losses.check_loss_config(cfg)

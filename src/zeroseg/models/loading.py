@@ -209,8 +209,12 @@ def read_safetensors_metadata(path: str | Path) -> dict:
         raise ZerosegError(f"cannot read {path} (truncated or not safetensors): {str(e).splitlines()[0]}") from None
 
 
-def load_safetensors_model(path: str | Path):
-    """(LSegNet, text encoder, config) from a zeroseg ``.safetensors`` file."""
+def load_safetensors_model(path: str | Path, with_text: bool = True):
+    """(LSegNet, text encoder, config) from a zeroseg ``.safetensors`` file.
+
+    ``with_text=False`` skips building the text encoder (its slot is None), for callers that
+    bring their own, such as training from ``init_from``.
+    """
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -228,7 +232,9 @@ def load_safetensors_model(path: str | Path):
     text_sd = {k[5:]: v for k, v in tensors.items() if k.startswith("text.")}
     model = _build_on_meta(cfg)
     assign_weights(model, model_sd, f"model file {path.name}")
-    if text_sd:
+    if not with_text:
+        text = None
+    elif text_sd:
         text = _text_encoder_from_weights(text_sd, cfg.text_encoder)
     else:
         from ..text import create_text_encoder

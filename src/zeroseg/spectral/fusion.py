@@ -109,14 +109,13 @@ def spectral_refine(segmenter: Any, image: np.ndarray, probs: np.ndarray, *, sho
     result = eigen_segments(features, image if lam > 0 else None, k=k, n_segments=n_segments, lam=lam, seed=seed)
     size = probs.shape[1:]
     segments = upsample_segments(result.segments, size)
-    if ground_truth is not None:
-        vectors = np.stack([upsample_segments(v, size) for v in result.eigenvectors])
-        label_map = oracle_select(probs, candidate_masks(segments, vectors), ground_truth)
-    elif method == "pool":
+    if method == "pool" and ground_truth is None:
         label_map = pool_segments(probs, segments, confidence)
-    else:
+    else:  # both selection rules choose among the same candidates
         vectors = np.stack([upsample_segments(v, size) for v in result.eigenvectors])
-        label_map = select_segments(probs, candidate_masks(segments, vectors), iou_threshold)
+        candidates = candidate_masks(segments, vectors)
+        label_map = (oracle_select(probs, candidates, ground_truth) if ground_truth is not None
+                     else select_segments(probs, candidates, iou_threshold))
     info = {"refine": "spectral-oracle" if ground_truth is not None else f"spectral-{method}",
             "eigen_segments": segments, "spectral_seconds": result.seconds}
     return label_map.astype(np.int32), info

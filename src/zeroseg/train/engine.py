@@ -513,7 +513,7 @@ class Trainer:
         if cfg["init_from"]:
             from ..models.loading import load_safetensors_model
 
-            model, _text, _ = load_safetensors_model(cfg["init_from"])
+            model, _text, _ = load_safetensors_model(cfg["init_from"], with_text=False)
             if self.with_edges:
                 model.add_edge_head()
             return model.train()

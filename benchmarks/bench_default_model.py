@@ -11,8 +11,9 @@ import argparse
 import statistics
 import time
 
-import zeroseg
 from common import RESULTS, write_results
+
+import zeroseg
 from zeroseg.data.dataset import SynthDataset
 from zeroseg.eval.protocols import evaluate
 

@@ -9,8 +9,8 @@ import time
 
 import timm
 import torch
-
 from common import median_seconds, write_results
+
 from zeroseg.api import Segmenter
 from zeroseg.models.registry import create_model
 from zeroseg.text.clip import ClipTextEncoder, build_text_tower

@@ -20,8 +20,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import zeroseg
 from common import RESULTS, write_results
+
+import zeroseg
 from zeroseg.eval.protocols import evaluate
 from zeroseg.models.registry import bundled_weights_path
 

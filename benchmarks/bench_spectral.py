@@ -12,10 +12,17 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from common import median_seconds, write_results
-from zeroseg.spectral import (dense_eigs, degrees, eigen_segments, feature_affinity, planted_features,
-                              smooth_features, spectral_eigs)
+
+from zeroseg.spectral import (
+    degrees,
+    dense_eigs,
+    eigen_segments,
+    feature_affinity,
+    planted_features,
+    smooth_features,
+    spectral_eigs,
+)
 from zeroseg.spectral.eigen import DEFAULT_NCV, DEFAULT_TOL
 from zeroseg.spectral.graph import DEFAULT_KNN
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import tempfile
 
 from common import write_results
+
 from zeroseg.data.synth import generate
 
 

@@ -63,17 +63,68 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test", type=int, default=600)
     s.add_argument("--size", type=int, default=256)
     s.add_argument("--seed", type=int, default=0)
+    s = dsub.add_parser("instances", help="add COCO instance annotations (<split>/instances.json) to a dataset")
+    s.add_argument("dir", help="dataset directory (with index.json)")
+    s.add_argument("--split", action="append", default=None, help="only this split (repeatable; default: all)")
 
     p = sub.add_parser("train", help="train an LSeg model on seen classes (see `python -m zeroseg.train -h`)",
                        add_help=False)
     p.add_argument("train_args", nargs=argparse.REMAINDER)
 
-    p = sub.add_parser("eval", help="evaluate a model on a benchmark protocol")
+    p = sub.add_parser("instances", help="zero-shot instance segmentation (ZSI): boxes, masks, labels")
+    p.add_argument("inputs", nargs="+", help="image files or directories")
+    p.add_argument("--labels", required=True, help='comma-separated label names, e.g. "violin,pear,duck"')
+    p.add_argument("--model", default="default-instances",
+                   help="default-instances (bundled) or a zeroseg instance .safetensors")
+    p.add_argument("--out", default="out", help="output directory (default: ./out)")
+    p.add_argument("--score-threshold", type=float, default=0.3, help="keep detections scoring at least this")
+    p.add_argument("--max-detections", type=int, default=20)
+    p.add_argument("--calibration", type=float, default=0.0,
+                   help="GZSI: subtract this from the scores of labels the model was trained on")
+    p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("eval-instances", help="ZSI / GZSI evaluation: mAP@0.5 and Recall@100 (pycocotools)")
+    p.add_argument("--model", default="default-instances")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--data", help="synthetic benchmark directory (with <split>/instances.json)")
+    where.add_argument("--coco-split", choices=("48_17", "65_15"), help="COCO zero-shot split (needs --data-root)")
+    p.add_argument("--data-root", help="COCO root: annotations/instances_val2014.json and val2014/")
+    p.add_argument("--coco-annotations", default="annotations/instances_val2014.json",
+                   help="ground truth, relative to --data-root")
+    p.add_argument("--coco-images", default="val2014", help="image folder, relative to --data-root")
+    p.add_argument("--split", default="test", help="synthetic benchmark split (default test)")
+    p.add_argument("--mode", choices=("zsi", "gzsi", "both"), default="both")
+    p.add_argument("--calibration", type=float, default=0.0, help="GZSI: subtract this from seen-class scores")
+    p.add_argument("--text-control", choices=("shuffle",), default=None,
+                   help="shuffle: describe each unseen class by another unseen name (control experiment)")
+    p.add_argument("--iou-type", choices=("segm", "bbox"), default="segm")
+    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--out", default=None, help="write metrics_<mode>.json and example overlays here")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("train-instances", help="train a ZSI instance model on seen classes "
+                       "(see `zeroseg train-instances -h`)", add_help=False)
+    p.add_argument("train_args", nargs=argparse.REMAINDER)
+
+    p = sub.add_parser("eval", help="evaluate a model on a benchmark protocol or a paper's dataset")
     _add_model_args(p)
-    p.add_argument("--data", required=True, help="benchmark directory (with index.json)")
-    p.add_argument("--protocol", choices=("fixed", "gzs", "episode"), default="fixed")
-    p.add_argument("--out", default=None, help="write metrics.json and plots here")
-    p.add_argument("--split", default="test")
+    p.add_argument("--data", default=None, help="synthetic benchmark directory (with index.json)")
+    p.add_argument("--dataset", choices=("pascal5i", "coco20i", "fss1000", "ade20k"), default=None,
+                   help="a paper's dataset and protocol, read from --data-root (instead of --data)")
+    p.add_argument("--data-root", default=None,
+                   help="the real dataset's folder (layouts: README, 'Reproduce the papers')")
+    p.add_argument("--fold", default=None,
+                   help="PASCAL-5i / COCO-20i fold 0-3, or 'all' (then --model may contain '{fold}')")
+    p.add_argument("--episodes", type=int, default=1000,
+                   help="episodes per fold (PASCAL-5i, COCO-20i; FSS-1000 uses every test pair once)")
+    p.add_argument("--coco-convention", choices=("interleaved", "contiguous"), default=None,
+                   help="COCO-20i fold split: interleaved (HSNet/LSeg, the loader's default) or contiguous")
+    p.add_argument("--protocol", choices=("fixed", "gzs", "episode"), default="fixed",
+                   help="synthetic benchmark only (with --dataset the dataset decides)")
+    p.add_argument("--out", default=None, help="write metrics.json (and plots, synthetic benchmark) here")
+    p.add_argument("--split", default="test",
+                   help="default test (for PASCAL-5i / COCO-20i that is HSNet's val split, as in the papers)")
     p.add_argument("--text-control", choices=("shuffle",), default=None,
                    help="shuffle: pair unseen names with the wrong unseen classes (control experiment)")
     p.add_argument("--max-images", type=int, default=None)
@@ -81,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--oracle", action="store_true",
                    help="upper bound only: choose eigen-segments by IoU with the ground truth (SAZS's rule)")
     p.add_argument("--short-side", type=int, default=None,
-                   help="resize before inference (default: the model's own setting; 0 keeps the size)")
+                   help="resize before inference (default: the model's own setting; 0 keeps the size; "
+                        "--dataset episodes: the square size, 480)")
     p.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -144,6 +196,14 @@ def cmd_models(args) -> int:
 
 
 def cmd_data(args) -> int:
+    if args.data_command == "instances":
+        from .data.instances import instance_counts, read_instances, write_instance_annotations
+
+        for split, path in write_instance_annotations(args.dir, args.split, progress=sys.stderr.isatty()).items():
+            n = instance_counts(read_instances(args.dir, split))
+            print(f"{split}: {n['images']} images, {n['instances']} instances ({n['seen_instances']} seen, "
+                  f"{n['unseen_instances']} unseen) -> {path}")
+        return 0
     from .data.synth import generate
 
     summary = generate(args.out, n_train=args.train, n_val=args.val, n_test=args.test, size=args.size,
@@ -157,6 +217,10 @@ def cmd_eval(args) -> int:
     from .api import load_model
     from .eval.protocols import evaluate, format_summary
 
+    if (args.data is None) == (args.dataset is None):
+        raise ZerosegError("give exactly one of --data (synthetic benchmark) and --dataset (a paper's dataset)")
+    if args.dataset is not None:
+        return _eval_dataset(args)
     if args.out:
         from .io import ensure_writable_dir
 
@@ -172,8 +236,128 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _eval_dataset(args) -> int:
+    """``zeroseg eval --dataset``: a paper's protocol on a real dataset, measured beside published."""
+    from .api import load_model
+    from .eval.real import evaluate_dataset, format_real_summary, parse_fold, write_result
+
+    if args.data_root is None:
+        raise ZerosegError(f"--dataset {args.dataset} needs --data-root DIR (the dataset's folder)")
+    if args.text_control or args.refine or args.oracle:
+        raise ZerosegError("--text-control, --refine and --oracle apply to the synthetic benchmark (--data) only")
+    if args.out:
+        from .io import ensure_writable_dir
+
+        ensure_writable_dir(args.out)
+    loaded: dict[str, object] = {}
+
+    def segmenter_for(fold):
+        # one checkpoint per fold when --model names one, e.g. checkpoints/pascal_fold{fold}.ckpt
+        source = args.model.replace("{fold}", str(fold)) if fold is not None else args.model
+        if source not in loaded:
+            loaded.clear()  # keep one model in memory
+            loaded[source] = load_model(source, args.arch_option, args.block_depth, device=args.device)
+        return loaded[source]
+
+    result = evaluate_dataset(args.dataset, args.data_root, segmenter_for, fold=parse_fold(args.fold),
+                              split=args.split, episodes=args.episodes, seed=args.seed,
+                              short_side=args.short_side, convention=args.coco_convention,
+                              max_images=args.max_images, progress=sys.stderr.isatty())
+    print(format_real_summary(result))
+    if args.out:
+        print(f"metrics in {write_result(result, args.out)}")
+    return 0
+
+
+def cmd_instances(args) -> int:
+    import json
+
+    from .instances import load_instance_model
+    from .io import collect_images, ensure_writable_dir, load_image, parse_labels, write_bytes_atomic
+    from .viz import write_instances
+
+    labels = parse_labels(args.labels)
+    images = collect_images(args.inputs)
+    out = ensure_writable_dir(args.out)
+    segmenter = load_instance_model(args.model, device=args.device)
+    from tqdm import tqdm
+
+    stems: dict[str, int] = {}
+    coco_images, detections = [], []
+    for image_id, path in enumerate(tqdm(images, desc="instances", unit="img", disable=len(images) < 2,
+                                         file=sys.stderr), start=1):
+        image = load_image(path)
+        found = segmenter.detect(image, labels, calibration=args.calibration, score_threshold=args.score_threshold,
+                                 max_detections=args.max_detections)
+        stem = path.stem if path.stem not in stems else f"{path.stem}_{stems[path.stem]}"
+        stems[path.stem] = stems.get(path.stem, 0) + 1
+        written = write_instances(found, image, out, stem, image_id,
+                                  extra={"image": str(path), "model": segmenter.source})
+        coco_images.append({"id": image_id, "file_name": str(path), "height": int(image.shape[0]),
+                            "width": int(image.shape[1])})
+        detections += found.to_coco(image_id)
+        listing = ", ".join(f"{n} {s:.2f}" for n, s in zip(found.names(), found.scores)) or "nothing"
+        tqdm.write(f"{path}: {listing} -> {written['overlay']}", file=sys.stdout)
+    combined = {"images": coco_images, "categories": [{"id": i + 1, "name": n} for i, n in enumerate(labels)],
+                "annotations": [{"id": k + 1, **d} for k, d in enumerate(detections)]}
+    write_bytes_atomic(out / "detections.json", (json.dumps(combined) + "\n").encode())
+    print(f"{len(detections)} instances in {len(images)} image(s); COCO JSON: {out / 'detections.json'}")
+    return 0
+
+
+def _instance_ground_truth(args):
+    """(gt COCO dict, image root, seen ids, unseen ids) for --data or --coco-split."""
+    import json
+
+    if args.data:
+        from .data.instances import read_instances
+        from .eval.instances import category_split
+
+        gt = read_instances(args.data, args.split)
+        seen, unseen = category_split(gt)
+        return gt, Path(args.data), seen, unseen
+    from .data.datasets.coco_zsi import coco_zsi_split, filter_coco
+
+    if not args.data_root:
+        raise ZerosegError("--coco-split needs --data-root DIR (DIR/annotations/instances_val2014.json, DIR/val2014/)")
+    root = Path(args.data_root)
+    ann = root / args.coco_annotations
+    if not ann.is_file():
+        raise ZerosegError(f"COCO annotations not found: {ann} (expected DIR/{args.coco_annotations} "
+                           f"and DIR/{args.coco_images}/*.jpg)")
+    try:
+        gt = json.loads(ann.read_text())
+    except (OSError, ValueError) as e:
+        raise ZerosegError(f"cannot read {ann}: {e}") from None
+    split = coco_zsi_split(args.coco_split)
+    gt = filter_coco(gt, split["seen"] + split["unseen"], drop_images_without=True)
+    ids = {c["name"]: int(c["id"]) for c in gt["categories"]}
+    return gt, root / args.coco_images, [ids[n] for n in split["seen"]], [ids[n] for n in split["unseen"]]
+
+
+def cmd_eval_instances(args) -> int:
+    from .eval.instance_protocols import evaluate_instances, summary_line
+    from .instances import load_instance_model
+
+    if args.out:
+        from .io import ensure_writable_dir
+
+        ensure_writable_dir(args.out)
+    gt, image_root, seen, unseen = _instance_ground_truth(args)
+    segmenter = load_instance_model(args.model, device=args.device)
+    for mode in (("zsi", "gzsi") if args.mode == "both" else (args.mode,)):
+        result = evaluate_instances(segmenter, gt, image_root, seen, unseen, mode, calibration=args.calibration,
+                                    text_control=args.text_control, max_images=args.max_images,
+                                    iou_type=args.iou_type, out_dir=args.out, seed=args.seed)
+        print(summary_line(result))
+    if args.out:
+        print(f"metrics and example overlays in {args.out}")
+    return 0
+
+
 COMMANDS = {"segment": cmd_segment, "convert": cmd_convert, "models": cmd_models, "data": cmd_data,
-            "eval": cmd_eval}
+            "eval": cmd_eval, "instances": cmd_instances,
+            "eval-instances": cmd_eval_instances}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,6 +370,13 @@ def main(argv: list[str] | None = None) -> int:
 
         def action() -> int:
             return train_run(train_args)
+    elif argv[:1] == ["train-instances"]:
+        from .train.__main__ import build_instances_parser, run_instances
+
+        instance_args = build_instances_parser().parse_args(argv[1:])
+
+        def action() -> int:
+            return run_instances(instance_args)
     else:
         args = build_parser().parse_args(argv)
 

@@ -361,8 +361,14 @@ def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, _SPLIT_CODE[split], index])
 
 
-def _make_image(task: tuple[str, str, int, int, int]) -> tuple[str, dict[str, Any]]:
-    """Render and write image ``index`` of ``split``; returns (split, its index.json entry)."""
+def _make_image(task: tuple[str, str, int, int, int]) -> tuple[str, dict[str, Any], tuple[int, int, list]]:
+    """Render and write image ``index`` of ``split``.
+
+    Returns (split, its index.json entry, (height, width, its COCO instance annotations)); the
+    annotations are made here, in the worker, from the label map already in memory.
+    """
+    from .instances import image_annotations
+
     out, split, index, seed, size = task
     rng = _image_rng(seed, split, index)
     if split == "test":
@@ -378,7 +384,7 @@ def _make_image(task: tuple[str, str, int, int, int]) -> tuple[str, dict[str, An
     mask = Image.fromarray(label)
     mask.putpalette(mask_palette())  # "L" -> "P": pixel values stay the class indices
     mask.save(Path(out) / entry["mask"], format="PNG")  # masks compress well and fast at the default level
-    return split, entry
+    return split, entry, (label.shape[0], label.shape[1], image_annotations(label))
 
 
 def _resolve_workers(workers: int | None, n_images: int) -> int:
@@ -404,8 +410,9 @@ def generate(out_dir: str | os.PathLike[str], n_train: int = 3000, n_val: int = 
              size: int = 256, seed: int = 0, progress: bool = True, workers: int | None = None) -> dict[str, Any]:
     """Write the synthetic benchmark to ``out_dir`` (layout in docs/CONTRACTS.md).
 
-    Same arguments give byte-identical files whatever ``workers`` is. ``index.json`` is written
-    last and atomically, and any old one is removed first, so a partial run never looks complete.
+    Same arguments give byte-identical files whatever ``workers`` is. Each split also gets its
+    COCO instance annotations, ``<split>/instances.json`` (``zeroseg.data.instances``). ``index.json``
+    is written last and atomically, and any old one is removed first, so a partial run never looks complete.
     Returns {"images", "seconds", "images_per_second", "classes", "seen", "unseen", "out"};
     "classes" counts the curated classes (without "other").
     """
@@ -429,6 +436,7 @@ def generate(out_dir: str | os.PathLike[str], n_train: int = 3000, n_val: int = 
     tasks = [(str(out), split, i, seed, size) for split in SPLITS for i in range(counts[split])]
     n_workers = _resolve_workers(workers, len(tasks))
     splits: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+    annotations: dict[str, list[tuple[int, int, list]]] = {s: [] for s in SPLITS}
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
@@ -441,9 +449,20 @@ def generate(out_dir: str | os.PathLike[str], n_train: int = 3000, n_val: int = 
             chunk = max(1, min(16, len(tasks) // (8 * n_workers)))
             results = pool.imap(_make_image, tasks, chunksize=chunk)  # yields in task order
         with tqdm(total=len(tasks), disable=not progress, unit="img", desc="synth") as bar:
-            for split, entry in results:
+            for split, entry, anns in results:
                 splits[split].append(entry)
+                annotations[split].append(anns)
                 bar.update()
+
+    # Instance annotations (COCO JSON, zeroseg.data.instances) go before index.json, which stays last.
+    from .instances import FILE_NAME, coco_from_records, write_coco
+
+    instances = {}
+    for split in SPLITS:
+        records = [(e, *a) for e, a in zip(splits[split], annotations[split], strict=True)]
+        write_coco(out / split / FILE_NAME, coco_from_records(split, _label_names(), seen_classes(),
+                                                              unseen_classes(), records))
+        instances[split] = f"{split}/{FILE_NAME}"
 
     classes = _class_document()["classes"]
     index = {
@@ -455,6 +474,7 @@ def generate(out_dir: str | os.PathLike[str], n_train: int = 3000, n_val: int = 
         "image_size": size,
         "seed": seed,
         "attribution": _class_document()["attribution"],
+        "instances": instances,
         "splits": splits,
     }
     write_bytes_atomic(out / "index.json", (json.dumps(index, indent=1) + "\n").encode())

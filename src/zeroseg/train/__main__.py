@@ -53,11 +53,51 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+INSTANCES_EPILOG = """\
+overrides: key=value pairs, values parsed as YAML, nested keys with dots, e.g.
+  data=runs/synth epochs=4 lr=2e-4 model_overrides.ba_rpn=false backbone_init=default
+defaults: src/zeroseg/train/instances.yaml
+distributed: torchrun --nproc_per_node N -m zeroseg.train --instances --config FILE ...
+"""
+
+
+def build_instances_parser(prog: str = "zeroseg train-instances") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Train a ZSI instance model on the seen classes of a dataset.",
+                                epilog=INSTANCES_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML config file (keys as in instances.yaml)")
+    p.add_argument("--resume", metavar="DIR_OR_STATE", help="continue a run from its directory or state.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    return p
+
+
+def run_instances(args: argparse.Namespace) -> int:
+    """Resolve an instance-training config from parsed arguments and train."""
+    import yaml
+
+    from .engine import read_state
+    from .instances import load_instance_config, train_instances
+
+    base = read_state(args.resume)["config"] if args.resume else None
+    cfg = load_instance_config(args.config, list(args.overrides), base=base)
+    if args.print_config:
+        print(yaml.safe_dump(cfg, sort_keys=False), end="")
+        return 0
+    summary = train_instances(cfg, resume=args.resume, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m zeroseg.train ...`` is ``zeroseg train ...`` (one place handles user errors)."""
     from ..cli import main as cli_main
 
-    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--instances"]:  # torchrun -m zeroseg.train --instances ...
+        return cli_main(["train-instances", *argv[1:]])
+    return cli_main(["train", *argv])
 
 
 if __name__ == "__main__":

@@ -50,8 +50,8 @@ LOG_FIELDS = ["epoch", "step", "loss", "lr", "val_seen_miou", "seconds"]
 
 
 # ----------------------------------------------------------------------------- config
-def default_config() -> dict:
-    text = resources.files("zeroseg.train").joinpath("default.yaml").read_text()
+def default_config(defaults: str = "default.yaml") -> dict:
+    text = resources.files("zeroseg.train").joinpath(defaults).read_text()
     return yaml.safe_load(text)
 
 
@@ -79,9 +79,14 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def load_config(path: str | None, overrides: list[str] | None = None, base: dict | None = None) -> dict:
-    """Defaults <- ``base`` (e.g. a resumed run's config) <- YAML file ``path`` <- ``key=value`` overrides."""
-    cfg = default_config()
+def load_config(path: str | None, overrides: list[str] | None = None, base: dict | None = None,
+                defaults: str = "default.yaml", validate=None) -> dict:
+    """Defaults <- ``base`` (e.g. a resumed run's config) <- YAML file ``path`` <- ``key=value`` overrides.
+
+    ``defaults`` names the YAML of defaults in zeroseg.train and ``validate`` the checker
+    (semantic training's unless given), so instance training reuses the same machinery.
+    """
+    cfg = default_config(defaults)
     if base:
         cfg = _merge(cfg, base, "the resumed run's config")
     if path:
@@ -107,7 +112,7 @@ def load_config(path: str | None, overrides: list[str] | None = None, base: dict
                 raise ZerosegError(f"{'.'.join(keys)}: {k!r} is not a mapping")
             node = node[k]
         node[keys[-1]] = value
-    validate_config(cfg)
+    (validate or validate_config)(cfg)
     return cfg
 
 
@@ -296,12 +301,12 @@ def lr_factor(step: int, total: int, cfg: dict) -> float:
     return f
 
 
-def param_groups(model: nn.Module, cfg: dict) -> list[dict]:
+def param_groups(model: nn.Module, cfg: dict, backbone_prefix: str = "image_encoder.") -> list[dict]:
     """(image encoder | rest) x (decay | no decay: biases and norm weights, i.e. 1-D tensors)."""
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            groups.setdefault((name.startswith("image_encoder."), p.ndim > 1), []).append(p)
+            groups.setdefault((name.startswith(backbone_prefix), p.ndim > 1), []).append(p)
     out = []
     for (backbone, decay), params in sorted(groups.items()):
         lr = float(cfg["lr"]) * (float(cfg["backbone_lr_mult"]) if backbone else 1.0)
@@ -381,21 +386,22 @@ def _write_text_atomic(path: Path, text: str) -> None:
 class CsvLog:
     """``log.csv``; on resume, rows after the resumed step are dropped (atomic rewrite)."""
 
-    def __init__(self, path: Path, resume_step: int | None):
+    def __init__(self, path: Path, resume_step: int | None, fields: list[str] | None = None):
         self.path = path
+        self.fields = fields or LOG_FIELDS
         rows: list[dict] = []
         if resume_step is not None and path.is_file():
             with open(path, newline="") as f:
                 rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= resume_step]
         buf = io.StringIO()
-        w = csv.DictWriter(buf, LOG_FIELDS, lineterminator="\n")
+        w = csv.DictWriter(buf, self.fields, lineterminator="\n")
         w.writeheader()
-        w.writerows({k: r.get(k, "") for k in LOG_FIELDS} for r in rows)
+        w.writerows({k: r.get(k, "") for k in self.fields} for r in rows)
         _write_text_atomic(path, buf.getvalue())
 
     def write(self, **row: Any) -> None:
         buf = io.StringIO()
-        csv.DictWriter(buf, LOG_FIELDS, lineterminator="\n").writerow({k: row.get(k, "") for k in LOG_FIELDS})
+        csv.DictWriter(buf, self.fields, lineterminator="\n").writerow({k: row.get(k, "") for k in self.fields})
         # one append of the whole line: a crash cannot leave a half row in practice
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         try:
@@ -409,12 +415,25 @@ class Trainer:
     """Builds everything from a config; ``run()`` trains and returns the summary.
 
     After ``run()`` the trained network is ``self.module`` (unwrapped from DDP).
+
+    Subclasses for other tasks (instance segmentation) override the task hooks:
+    ``_setup_task``, ``_after_to_device``, ``train_step``, ``validate``, ``_save_model``,
+    plus the class attributes naming their defaults and validation metric.
     """
+
+    DEFAULTS = "default.yaml"
+    METRIC = "val_seen_miou"        # the validation score: model selection, log.csv column
+    METRIC_TEXT = "val seen mIoU"
+    BACKBONE_PREFIX = "image_encoder."  # parameters trained at lr * backbone_lr_mult
+
+    @staticmethod
+    def validate_config(cfg: dict) -> None:
+        validate_config(cfg)
 
     def __init__(self, cfg: dict, resume: str | None = None, progress: bool = True):
         # a partial dict is fine: defaults fill the rest, unknown keys are errors
-        self.cfg = _plain(_merge(default_config(), cfg, "the config"))
-        validate_config(self.cfg)
+        self.cfg = _plain(_merge(default_config(self.DEFAULTS), cfg, "the config"))
+        self.validate_config(self.cfg)
         self.resume_state = read_state(resume) if resume else None
         self.progress = progress
         self.dist = Dist(str(self.cfg["device"]))
@@ -441,7 +460,48 @@ class Trainer:
             from ..io import ensure_writable_dir
 
             ensure_writable_dir(self.out)
+        self.collate_fn = None
+        self._setup_task()
+        self.sampler = EpochShardSampler(len(self.train_ds), int(cfg["batch_size"]), d.world, d.rank, seed)
+        self.local_batch = int(cfg["batch_size"]) // d.world
+        self.steps_per_epoch = self.sampler.steps_per_epoch
+        self.total_steps = self.steps_per_epoch * int(cfg["epochs"])
+        pin = d.device.type == "cuda"
+        # Loader-private generators: creating iterators must not consume the global torch RNG.
+        self.train_loader = DataLoader(self.train_ds, batch_size=self.local_batch, sampler=self.sampler,
+                                       num_workers=int(cfg["num_workers"]), pin_memory=pin,
+                                       collate_fn=self.collate_fn, generator=torch.Generator().manual_seed(seed))
 
+        self.module.to(d.device)
+        if cfg["sync_bn"] and d.distributed:
+            if d.device.type != "cuda":
+                raise ZerosegError("sync_bn needs CUDA; on CPU leave sync_bn=false")
+            self.module = nn.SyncBatchNorm.convert_sync_batchnorm(self.module)
+        self._after_to_device()
+        self.model: nn.Module = self.module
+        if d.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.model = DistributedDataParallel(self.module, device_ids=[d.device.index] if pin else None)
+        if cfg["optimizer"] == "adamw":
+            self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(param_groups(self.module, cfg, self.BACKBONE_PREFIX))
+        else:
+            self.optimizer = torch.optim.SGD(param_groups(self.module, cfg, self.BACKBONE_PREFIX), momentum=float(cfg["momentum"]))
+        use_cuda_amp = bool(cfg["amp"]) and d.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_cuda_amp)
+        self.autocast_dtype = (torch.float16 if d.device.type == "cuda" else torch.bfloat16) if cfg["amp"] else None
+
+        self.epoch, self.epoch_step, self.global_step = 0, 0, 0
+        self.best, self.best_epoch, self.last_val = float("-inf"), None, float("nan")
+        self.elapsed_before = 0.0
+        self.checkpoints: list[str] = []
+        if self.resume_state is not None:
+            self._load_state(self.resume_state)
+
+    def _setup_task(self) -> None:
+        """Model, frozen label embeddings, ``train_ds`` and ``val_loader`` (LSeg semantic segmentation)."""
+        cfg, d = self.cfg, self.dist
+        seed = int(cfg["seed"])
         self.with_edges = float(cfg["edge_loss_weight"] or 0.0) > 0
         self.module = self._build_model()
         spec = cfg["text_encoder"] or self.module.config.text_encoder
@@ -465,46 +525,17 @@ class Trainer:
         self.train_ds = SeenSegmentationDataset(self.index, "train", mean, std, train=True, augment=aug, seed=seed)
         val_ds = SeenSegmentationDataset(self.index, "val", mean, std, train=False,
                                          eval_size=cfg["val_size"] or cfg["crop_size"])
-        self.sampler = EpochShardSampler(len(self.train_ds), int(cfg["batch_size"]), d.world, d.rank, seed)
-        self.local_batch = int(cfg["batch_size"]) // d.world
-        self.steps_per_epoch = self.sampler.steps_per_epoch
-        self.total_steps = self.steps_per_epoch * int(cfg["epochs"])
         workers = int(cfg["num_workers"])
         pin = d.device.type == "cuda"
-        # Loader-private generators: creating iterators must not consume the global torch RNG.
-        self.train_loader = DataLoader(self.train_ds, batch_size=self.local_batch, sampler=self.sampler,
-                                       num_workers=workers, pin_memory=pin,
-                                       generator=torch.Generator().manual_seed(seed))
         shard = torch.utils.data.Subset(val_ds, list(range(d.rank, len(val_ds), d.world)))
-        self.val_loader = DataLoader(shard, batch_size=self.local_batch, shuffle=False, num_workers=workers,
-                                     pin_memory=pin, collate_fn=functools.partial(pad_collate, multiple=stride),
+        self.val_loader = DataLoader(shard, batch_size=int(cfg["batch_size"]) // d.world, shuffle=False,
+                                     num_workers=workers, pin_memory=pin,
+                                     collate_fn=functools.partial(pad_collate, multiple=stride),
                                      generator=torch.Generator().manual_seed(seed))
 
-        self.module.to(d.device)
-        if cfg["sync_bn"] and d.distributed:
-            if d.device.type != "cuda":
-                raise ZerosegError("sync_bn needs CUDA; on CPU leave sync_bn=false")
-            self.module = nn.SyncBatchNorm.convert_sync_batchnorm(self.module)
-        self.unused_parameters = freeze_unused_parameters(self.module, self.text, stride, self.with_edges)
-        self.model: nn.Module = self.module
-        if d.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.model = DistributedDataParallel(self.module, device_ids=[d.device.index] if pin else None)
-        if cfg["optimizer"] == "adamw":
-            self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(param_groups(self.module, cfg))
-        else:
-            self.optimizer = torch.optim.SGD(param_groups(self.module, cfg), momentum=float(cfg["momentum"]))
-        use_cuda_amp = bool(cfg["amp"]) and d.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=use_cuda_amp)
-        self.autocast_dtype = (torch.float16 if d.device.type == "cuda" else torch.bfloat16) if cfg["amp"] else None
-
-        self.epoch, self.epoch_step, self.global_step = 0, 0, 0
-        self.best, self.best_epoch, self.last_val = float("-inf"), None, float("nan")
-        self.elapsed_before = 0.0
-        self.checkpoints: list[str] = []
-        if self.resume_state is not None:
-            self._load_state(self.resume_state)
+    def _after_to_device(self) -> None:
+        self.unused_parameters = freeze_unused_parameters(self.module, self.text, self.module.stride,
+                                                          self.with_edges)
 
     def _build_model(self) -> nn.Module:
         from ..models.registry import create_model
@@ -695,7 +726,8 @@ class Trainer:
         log = tb = None
         if d.main:
             _write_text_atomic(self.out / "config.yaml", yaml.safe_dump(self.cfg, sort_keys=False))
-            log = CsvLog(self.out / "log.csv", self.global_step if resumed else None)
+            log = CsvLog(self.out / "log.csv", self.global_step if resumed else None,
+                         [f if f != "val_seen_miou" else self.METRIC for f in LOG_FIELDS])
             if cfg["tensorboard"]:
                 try:
                     from torch.utils.tensorboard import SummaryWriter
@@ -757,12 +789,12 @@ class Trainer:
             val = self.validate() if do_val else float("nan")
             if do_val:
                 self.last_val = val
-                self._say(f"epoch {self.epoch + 1} step {self.global_step}: val seen mIoU {val:.4f}")
+                self._say(f"epoch {self.epoch + 1} step {self.global_step}: {self.METRIC_TEXT} {val:.4f}")
                 if log:
                     log.write(epoch=self.epoch + 1, step=self.global_step, lr=f"{self.lr:.6g}",
-                              val_seen_miou=f"{val:.6f}", seconds=f"{self._elapsed():.2f}")
+                              **{self.METRIC: f"{val:.6f}"}, seconds=f"{self._elapsed():.2f}")
                 if tb:
-                    tb.add_scalar("val/seen_miou", val, self.global_step)
+                    tb.add_scalar(f"val/{self.METRIC}", val, self.global_step)
             self._checkpoint(val, epoch_done)
             if not math.isnan(val) and val > self.best:
                 self.best, self.best_epoch = val, self.epoch + 1
@@ -775,9 +807,9 @@ class Trainer:
         seconds = self._elapsed()
         best = self.out / "best.safetensors"
         return {
-            "best_val_seen_miou": None if self.best == float("-inf") else self.best,
+            f"best_{self.METRIC}": None if self.best == float("-inf") else self.best,
             "best_epoch": self.best_epoch,
-            "last_val_seen_miou": None if math.isnan(self.last_val) else self.last_val,
+            f"last_{self.METRIC}": None if math.isnan(self.last_val) else self.last_val,
             "epochs": self.epoch,
             "global_step": self.global_step,
             "seconds": seconds,

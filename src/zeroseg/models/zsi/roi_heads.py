@@ -1,0 +1,63 @@
+"""RoI heads whose predictors take the class embeddings as an input (torchvision parts otherwise)."""
+from __future__ import annotations
+
+import torch
+from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss, maskrcnn_inference, maskrcnn_loss
+
+
+class ZSIRoIHeads(RoIHeads):
+    """torchvision's ``RoIHeads`` with semantic predictors and their reconstruction losses.
+
+    ``class_embeddings`` [K, D] (row 0 = background) is passed with every call, so the label
+    set can change between calls; ``logit_offsets`` [K] is added to the box scores at
+    inference only (GZSI calibration: a negative offset on seen classes).
+    """
+
+    def __init__(self, *args, reconstruction_weight: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reconstruction_weight = float(reconstruction_weight)
+
+    def forward(self, features: dict[str, torch.Tensor], proposals: list[torch.Tensor],
+                image_shapes: list[tuple[int, int]], class_embeddings: torch.Tensor,
+                targets: list[dict[str, torch.Tensor]] | None = None,
+                logit_offsets: torch.Tensor | None = None) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+        labels = matched_idxs = regression_targets = None
+        if self.training:
+            if targets is None:
+                raise ValueError("targets are required in training mode")
+            proposals, matched_idxs, labels, regression_targets = self.select_training_samples(proposals, targets)
+
+        box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
+        class_logits, box_regression, box_reconstruction = self.box_predictor(box_features, class_embeddings)
+
+        result: list[dict[str, torch.Tensor]] = []
+        losses: dict[str, torch.Tensor] = {}
+        if self.training:
+            loss_classifier, loss_box_reg = fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
+            losses = {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg,
+                      "loss_box_reconstruction": self.reconstruction_weight * box_reconstruction}
+        else:
+            if logit_offsets is not None:
+                class_logits = class_logits + logit_offsets
+            boxes, scores, det_labels = self.postprocess_detections(class_logits, box_regression, proposals,
+                                                                    image_shapes)
+            result = [{"boxes": b, "labels": lab, "scores": s} for b, s, lab in zip(boxes, scores, det_labels)]
+
+        if self.training:  # masks are learned on positive proposals only
+            mask_proposals, positive_matches = [], []
+            for props, lab, idx in zip(proposals, labels, matched_idxs):
+                pos = torch.where(lab > 0)[0]
+                mask_proposals.append(props[pos])
+                positive_matches.append(idx[pos])
+        else:
+            mask_proposals = [r["boxes"] for r in result]
+        mask_features = self.mask_head(self.mask_roi_pool(features, mask_proposals, image_shapes))
+        mask_logits, mask_reconstruction = self.mask_predictor(mask_features, class_embeddings)
+        if self.training:
+            losses["loss_mask"] = maskrcnn_loss(mask_logits, mask_proposals, [t["masks"] for t in targets],
+                                                [t["labels"] for t in targets], positive_matches)
+            losses["loss_mask_reconstruction"] = self.reconstruction_weight * mask_reconstruction
+        else:
+            for probs, r in zip(maskrcnn_inference(mask_logits, [r["labels"] for r in result]), result):
+                r["masks"] = probs
+        return result, losses

@@ -1,0 +1,270 @@
+"""Training ZSI (zero-shot instance segmentation) on the seen classes of a dataset.
+
+Same engine as semantic training (config + overrides, resume, DDP via torchrun, progress,
+atomic checkpoints; see engine.py); what differs is the task: the model is a ``ZSIModel``,
+every image's instances come from its label map (one per class present, as in the synthetic
+benchmark), and model selection uses seen-class mask AP@0.5 on the first ``val_images`` val
+images. Unseen classes never reach this module: the seen-only checks of
+``SeenSegmentationDataset`` refuse any image that shows one.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ZerosegError
+from . import engine
+from .data import SeenSegmentationDataset, _color_jitter, sample_rng
+
+__all__ = ["InstanceTrainer", "SeenInstanceDataset", "instance_collate", "validate_instance_config",
+           "train_instances", "load_instance_config"]
+
+DEFAULTS = "instances.yaml"
+
+
+def validate_instance_config(cfg: dict) -> None:
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise ZerosegError(msg)
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    need(bool(cfg.get("data")), "no dataset: set data=DIR (a directory with index.json)")
+    need(bool(cfg.get("out")), "no output directory: set out=DIR")
+    need(isinstance(cfg.get("model"), str), "model must be a registered instance model name")
+    need(isinstance(cfg.get("model_overrides") or {}, dict), "model_overrides must be a mapping")
+    for key in ("epochs", "batch_size", "log_every", "val_every", "val_images"):
+        need(is_int(cfg.get(key)) and cfg[key] >= 1, f"{key} must be an integer >= 1, not {cfg.get(key)!r}")
+    for key in ("num_workers", "warmup_iters", "keep_last", "seed", "state_every"):
+        need(is_int(cfg.get(key)) and cfg[key] >= 0, f"{key} must be an integer >= 0, not {cfg.get(key)!r}")
+    for key in ("max_steps", "num_threads"):
+        need(cfg.get(key) is None or (is_int(cfg[key]) and cfg[key] >= 1), f"{key} must be null or an integer >= 1")
+    for key in ("lr", "weight_decay", "momentum", "backbone_lr_mult", "poly_power", "color_jitter"):
+        v = cfg.get(key)
+        if isinstance(v, str):
+            try:
+                cfg[key] = v = float(v)
+            except ValueError:
+                pass
+        need(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0, f"{key} must be a number >= 0")
+    need(cfg["lr"] > 0, "lr must be > 0")
+    need(cfg["color_jitter"] < 1, "color_jitter must be < 1")
+    need(cfg.get("grad_clip") is None or (isinstance(cfg["grad_clip"], (int, float)) and cfg["grad_clip"] > 0),
+         "grad_clip must be null or > 0")
+    need(cfg.get("optimizer") in ("adamw", "sgd"), f"optimizer must be adamw or sgd, not {cfg.get('optimizer')!r}")
+    need(cfg.get("lr_schedule") in ("poly", "constant"), "lr_schedule must be poly or constant")
+    dev = str(cfg.get("device"))
+    need(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "device must be auto, cpu, cuda or cuda:N")
+    for key in ("amp", "hflip", "freeze_bn", "sync_bn", "tensorboard"):
+        need(isinstance(cfg.get(key), bool), f"{key} must be true or false")
+
+
+def load_instance_config(path: str | None, overrides: list[str] | None = None, base: dict | None = None) -> dict:
+    return engine.load_config(path, overrides, base, defaults=DEFAULTS, validate=validate_instance_config)
+
+
+class SeenInstanceDataset(SeenSegmentationDataset):
+    """Items ``(image float [3, H, W] in [0, 1], target)`` for torchvision detection models.
+
+    ``target``: boxes [N, 4] xyxy, labels [N] (positions in ``seen_label_set``: 1..C), masks
+    uint8 [N, H, W]; one instance per class present. Training adds a flip and colour jitter
+    (image size is the model's business: its transform resizes, multi-scale in training).
+    """
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        image, target = self.load(i)
+        if self.train:
+            rng = sample_rng(self.seed, self.epoch, i)
+            flip = rng.random() < 0.5
+            jitter = rng.uniform(1 - self.augment.color_jitter, 1 + self.augment.color_jitter, size=3)
+            if self.augment.hflip and flip:
+                image, target = image[:, ::-1], target[:, ::-1]
+            if self.augment.color_jitter > 0:
+                image = _color_jitter(np.ascontiguousarray(image), *jitter)
+        return to_tensor(image), instance_target(target)
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)) / 255.0
+
+
+def instance_target(label_map: np.ndarray) -> dict[str, torch.Tensor]:
+    """Boxes (xyxy, pixel edges), labels and masks of each class region of ``label_map`` (0, 255: none)."""
+    ids = [int(v) for v in np.unique(label_map) if v not in (0, 255)]
+    boxes, masks = [], []
+    for c in ids:
+        m = label_map == c
+        rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+        boxes.append([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1])
+        masks.append(m)
+    h, w = label_map.shape
+    return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.tensor(ids, dtype=torch.int64),
+            "masks": torch.from_numpy(np.stack(masks).astype(np.uint8)) if masks
+            else torch.zeros(0, h, w, dtype=torch.uint8)}
+
+
+def instance_collate(items: list) -> tuple[list, list]:
+    """Detection batches are lists (images may differ in size)."""
+    return [it[0] for it in items], [it[1] for it in items]
+
+
+class InstanceTrainer(engine.Trainer):
+    DEFAULTS = DEFAULTS
+    METRIC = "val_seen_mask_ap50"
+    METRIC_TEXT = "val seen mask AP@0.5"
+    BACKBONE_PREFIX = "backbone.body."
+
+    @staticmethod
+    def validate_config(cfg: dict) -> None:
+        validate_instance_config(cfg)
+
+    def _setup_task(self) -> None:
+        from .data import AugmentConfig
+
+        cfg = self.cfg
+        self.with_edges = False
+        self.module = self._build_model()
+        spec = cfg["text_encoder"] or self.module.config.text_encoder
+        self.text_encoder = engine.make_text_encoder(spec)
+        if not spec.startswith("random:"):
+            self.module.config.text_encoder = spec
+        names = self.labels[1:]  # the seen classes; row 0 of the model's matrix is its background
+        text = self.text_encoder.encode(names).float()
+        if text.shape[1] != self.module.config.embed_dim:
+            raise ZerosegError(f"text encoder {spec!r} gives {text.shape[1]}-d embeddings but the model's "
+                               f"embed_dim is {self.module.config.embed_dim}")
+        if not cfg["init_from"]:
+            self.module.set_word_background(self.text_encoder.encode(["background"])[0])
+        self.text = text.to(self.dist.device)
+        if self.dist.distributed:
+            import torch.distributed as dist
+
+            dist.broadcast(self.text, 0)
+        aug = AugmentConfig(hflip=bool(cfg["hflip"]), color_jitter=float(cfg["color_jitter"]))
+        seed = int(cfg["seed"])
+        self.train_ds = SeenInstanceDataset(self.index, "train", (0, 0, 0), (1, 1, 1), train=True, augment=aug,
+                                            seed=seed)
+        self.val_ds = SeenInstanceDataset(self.index, "val", (0, 0, 0), (1, 1, 1), train=False)
+        self.collate_fn = instance_collate
+
+    def _build_model(self) -> nn.Module:
+        from ..models.zsi import create_zsi_model, load_zsi_model
+
+        cfg = self.cfg
+        if cfg["init_from"]:
+            model, _extra = load_zsi_model(cfg["init_from"])
+            return model.train()
+        try:
+            model = create_zsi_model(cfg["model"], **dict(cfg["model_overrides"] or {}))
+        except (ValueError, TypeError) as e:
+            raise ZerosegError(f"cannot build instance model {cfg['model']!r}: {e}") from None
+        if cfg["backbone_init"]:
+            init_backbone_from_lseg(model, cfg["backbone_init"])
+        return model.train()
+
+    def _after_to_device(self) -> None:
+        self.unused_parameters = []
+
+    def train_step(self, batch: tuple[list, list]) -> torch.Tensor:
+        d = self.dist
+        lr = self._set_lr()
+        images = [x.to(d.device, non_blocking=True) for x in batch[0]]
+        targets = [{k: v.to(d.device, non_blocking=True) for k, v in t.items()} for t in batch[1]]
+        with self._autocast():
+            parts = self.model(images, self.text, targets)
+        loss = sum(parts.values())
+        if not torch.isfinite(loss):
+            raise ZerosegError(f"training diverged at step {self.global_step}: loss {float(loss)} "
+                               f"({ {k: round(float(v), 4) for k, v in parts.items()} }); lower lr")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg["grad_clip"]:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.module.parameters(), float(self.cfg["grad_clip"]))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.lr = lr
+        return loss.detach()
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """Seen-class mask AP@0.5 on the first ``val_images`` val images (rank 0 scores, others wait)."""
+        score = torch.zeros((), dtype=torch.float64, device=self.dist.device)
+        if self.dist.main:
+            self.module.eval()
+            try:
+                score += seen_mask_ap50(self.module, self.text, self.val_ds, int(self.cfg["val_images"]))
+            finally:
+                self._train_mode()
+        return float(self.dist.all_reduce_sum(score))
+
+    def _save_model(self, path, completed_epochs: int, val: float) -> None:
+        from ..models.zsi import save_zsi_model
+
+        extra = {"epoch": completed_epochs, "global_step": self.global_step,
+                 self.METRIC: None if math.isnan(val) else val, "labels": self.labels[1:],
+                 "seen": self.index.seen, "unseen": self.index.unseen, "dataset": str(self.cfg["data"]),
+                 "train_text_encoder": self.text_encoder.name if isinstance(self.text_encoder, engine.RandomTextEncoder)
+                 else self.module.config.text_encoder}
+        save_zsi_model(path, self.module, extra=extra)
+
+
+def seen_mask_ap50(model: nn.Module, text: torch.Tensor, dataset: SeenInstanceDataset, n_images: int) -> float:
+    """Mask AP@0.5 of ``model`` on the first ``n_images`` of ``dataset`` (labels = its seen classes)."""
+    from ..data.instances import image_annotations
+    from ..eval.instances import evaluate_coco, to_coco_results
+
+    device = next(model.parameters()).device
+    images, annotations, results = [], [], []
+    for i in range(min(n_images, len(dataset))):
+        _image, label_map = dataset.load(i)
+        x, _target = dataset[i]
+        images.append({"id": i + 1, "width": label_map.shape[1], "height": label_map.shape[0]})
+        for a in image_annotations(label_map):
+            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, **a})
+        det = model([x.to(device)], text)[0]
+        results += to_coco_results(i + 1, det["boxes"], det["scores"], det["labels"],
+                                   (det["masks"][:, 0] >= 0.5).cpu())
+    gt = {"images": images, "annotations": annotations,
+          "categories": [{"id": c, "name": str(c)} for c in range(1, text.shape[0] + 1)]}
+    m = evaluate_coco(gt, results, iou_type="segm")["map50"]
+    return 0.0 if m is None else float(m)
+
+
+def init_backbone_from_lseg(model: nn.Module, source: str) -> int:
+    """Copy a zeroseg LSeg model's image encoder into the ZSI backbone (same timm network).
+
+    ``source``: "default" (the bundled model) or a zeroseg LSeg .safetensors. Returns the number
+    of tensors copied; a backbone that does not match is a clear error.
+    """
+    from safetensors.torch import load_file
+
+    from ..models.loading import read_safetensors_metadata
+    from ..models.registry import bundled_weights_path
+
+    path = bundled_weights_path(source) if source == "default" else source
+    if path is None or not __import__("pathlib").Path(path).is_file():
+        raise ZerosegError(f"backbone_init: model file not found: {source}")
+    meta = read_safetensors_metadata(path)
+    if meta.get("format") != "zeroseg/lseg-1":
+        raise ZerosegError(f"backbone_init: {source} is not a zeroseg LSeg model")
+    prefix = "model.image_encoder."
+    weights = {k[len(prefix):]: v for k, v in load_file(str(path)).items() if k.startswith(prefix)}
+    body = model.backbone.body
+    own = body.state_dict()
+    if set(weights) != set(own) or any(weights[k].shape != own[k].shape for k in own):
+        raise ZerosegError(f"backbone_init: {source}'s image encoder does not match backbone "
+                           f"{model.config.backbone!r}")
+    body.load_state_dict(weights)
+    return len(weights)
+
+
+def train_instances(cfg: dict, resume: str | None = None, progress: bool = True) -> dict:
+    """Train (or continue training) a ZSI model as ``cfg`` says; returns the run's summary."""
+    return InstanceTrainer(cfg, resume=resume, progress=progress).run()

@@ -1,0 +1,349 @@
+"""ZSI: semantic heads, BA-RPN, synchronized background, files, training, API, CLI, evaluation."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from test_train import SEEN, UNSEEN, make_dataset
+
+from zeroseg.cli import main
+from zeroseg.errors import ZerosegError
+from zeroseg.models.zsi import (
+    BackgroundAwareRPNHead,
+    SemanticBoxPredictor,
+    SemanticMaskPredictor,
+    create_plain_maskrcnn,
+    create_zsi_model,
+    list_zsi_models,
+    load_zsi_model,
+    save_zsi_model,
+)
+from zeroseg.models.zsi.model import _configs
+from zeroseg.train.engine import RandomTextEncoder
+
+# Small enough to train for a few steps in a test: 64 px inputs, 16-channel FPN, 32-d text space.
+TINY = {"backbone": "resnet10t", "fpn_channels": 16, "representation_size": 32, "mask_layers": [16, 16],
+        "embed_dim": 32, "min_size": 64, "max_size": 128, "train_min_sizes": None,
+        "anchor_sizes": [8, 16, 32, 64, 128], "rpn_pre_nms_top_n": [200, 100], "rpn_post_nms_top_n": [100, 50],
+        "box_batch_size_per_image": 64, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+
+
+def unit_rows(n: int, d: int, seed: int = 0) -> torch.Tensor:
+    return F.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(seed)), dim=1)
+
+
+def square_target(size: int = 64, label: int = 1) -> dict[str, torch.Tensor]:
+    masks = torch.zeros(1, size, size, dtype=torch.uint8)
+    masks[0, 10:40, 20:50] = 1
+    return {"boxes": torch.tensor([[20.0, 10.0, 50.0, 40.0]]), "labels": torch.tensor([label]), "masks": masks}
+
+
+# ----------------------------------------------------------------------------- parts
+def test_box_predictor_scores_against_the_embeddings_it_is_given():
+    torch.manual_seed(0)
+    head = SemanticBoxPredictor(24, 8)
+    x = torch.randn(5, 24)
+    emb = unit_rows(4, 8)
+    logits, deltas, rec = head(x, emb)
+    assert torch.allclose(logits, head.encoder(x) @ emb.t(), atol=1e-6)
+    # class-agnostic regression: the same 4 numbers for every class
+    assert deltas.shape == (5, 16) and torch.equal(deltas[:, :4], deltas[:, 12:])
+    assert torch.isclose(rec, ((head.decoder(head.encoder(x)) - x) ** 2).mean())
+    # equivariant to label order; a different label set needs no new parameters
+    perm = torch.tensor([0, 3, 1, 2])
+    assert torch.allclose(head(x, emb[perm])[0], logits[:, perm], atol=1e-6)
+    assert head(x, unit_rows(9, 8, seed=1))[0].shape == (5, 9)
+
+
+def test_mask_predictor_is_a_fixed_1x1_conv_with_the_class_embeddings():
+    torch.manual_seed(0)
+    head = SemanticMaskPredictor(6, 8)
+    x = torch.randn(3, 6, 14, 14)
+    emb = unit_rows(5, 8)
+    logits, rec = head(x, emb)
+    visual = F.relu(head.upsample(x))
+    semantic = head.encoder(visual)
+    assert logits.shape == (3, 5, 28, 28)
+    assert torch.allclose(logits, torch.einsum("ndhw,kd->nkhw", semantic, emb), atol=1e-5)
+    assert torch.isclose(rec, F.mse_loss(head.decoder(semantic), visual))
+    assert not any("embed" in n for n, _ in head.named_parameters())  # embeddings are inputs, not weights
+
+
+def test_ba_rpn_objectness_is_the_two_way_score_against_learned_fg_bg_vectors():
+    torch.manual_seed(0)
+    head = BackgroundAwareRPNHead(8, 3, 6)
+    torch.nn.init.normal_(head.semantic.weight)
+    torch.nn.init.normal_(head.semantic.bias)
+    feats = [torch.randn(2, 8, 5, 7), torch.randn(2, 8, 3, 4)]
+    objectness, deltas = head(feats)
+    fg, bg = F.normalize(head.foreground, dim=0), F.normalize(head.background, dim=0)
+    for level, feature in enumerate(feats):
+        s = head.semantic_features(feature)  # [N, A, D, H, W]
+        two_way = torch.stack([torch.einsum("nadhw,d->nahw", s, bg), torch.einsum("nadhw,d->nahw", s, fg)])
+        p_fg = two_way.softmax(0)[1]  # softmax over {background, foreground}
+        assert torch.allclose(torch.sigmoid(objectness[level]), p_fg, atol=1e-5)
+        assert deltas[level].shape == (2, 12, *feature.shape[-2:])
+    # both vectors learn from the objectness loss
+    objectness[0].sum().backward()
+    assert head.foreground.grad.abs().sum() > 0 and head.background.grad.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------- model
+@pytest.fixture(scope="module")
+def word_background() -> torch.Tensor:
+    return RandomTextEncoder(32).encode(["background"])[0]
+
+
+@pytest.mark.parametrize("ba_rpn", [True, False])
+def test_synchronized_background(ba_rpn, word_background):
+    torch.manual_seed(0)
+    model = create_zsi_model("zsi_resnet10t_fpn64", **TINY, ba_rpn=ba_rpn)
+    model.set_word_background(word_background)
+    emb = unit_rows(3, 32)
+    matrix = model.class_matrix(emb)
+    assert matrix.shape == (4, 32) and torch.allclose(matrix[1:], emb)
+    assert torch.allclose(matrix[0], F.normalize(word_background, dim=0), atol=1e-6)  # V_b starts at the word
+    if ba_rpn:
+        with torch.no_grad():  # the RPN learns V_b; the heads follow on the very next pass
+            model.rpn.head.background.copy_(unit_rows(1, 32, seed=7)[0] * 3)
+        assert torch.allclose(model.class_matrix(emb)[0], unit_rows(1, 32, seed=7)[0], atol=1e-6)
+        assert not model.class_matrix(emb).requires_grad  # heads do not train V_b
+    else:
+        assert not any(n.startswith("rpn.head.background") for n, _ in model.named_parameters())
+        assert isinstance(model.rpn.head, torch.nn.Module) and not isinstance(model.rpn.head, BackgroundAwareRPNHead)
+
+
+def test_training_losses_and_gradients(word_background):
+    torch.manual_seed(0)
+    model = create_zsi_model("zsi_resnet10t_fpn64", **TINY).train()
+    model.set_word_background(word_background)
+    losses = model([torch.rand(3, 64, 64), torch.rand(3, 64, 64)], unit_rows(2, 32), [square_target()] * 2)
+    assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg",
+                           "loss_box_reconstruction", "loss_mask", "loss_mask_reconstruction"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses["loss_classifier"].backward(retain_graph=True)
+    assert model.rpn.head.background.grad is None  # synchronized, not trained by the box head
+    losses["loss_objectness"].backward()
+    assert model.rpn.head.background.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", sorted(_configs()))
+def test_registered_configs_build_and_infer(name):
+    torch.manual_seed(0)
+    model = create_zsi_model(name, min_size=64, max_size=96, train_min_sizes=None).eval()
+    with torch.no_grad():
+        out = model([torch.rand(3, 64, 80)], unit_rows(4, model.config.embed_dim))
+    assert out[0]["masks"].shape[1:] == (1, 64, 80)
+    assert ((out[0]["labels"] >= 1) & (out[0]["labels"] <= 4)).all()
+    assert out[0]["boxes"].shape[0] <= model.config.detections_per_img
+    assert "default-instances" in list_zsi_models()
+
+
+def test_calibration_moves_detections_away_from_seen_labels(word_background):
+    torch.manual_seed(0)
+    model = create_zsi_model("zsi_resnet10t_fpn64", **TINY).eval()
+    emb = unit_rows(4, 32)
+    with torch.no_grad():
+        plain = model([torch.rand(3, 64, 64)], emb)[0]
+        offsets = torch.tensor([0.0, -50.0, -50.0, 0.0, 0.0])  # labels 1 and 2 are "seen"
+        calibrated = model([torch.rand(3, 64, 64)], emb, logit_offsets=offsets)[0]
+    assert set(plain["labels"].tolist()) & {1, 2}  # untrained: all labels appear
+    assert set(calibrated["labels"].tolist()) <= {3, 4}
+
+
+def test_save_load_round_trip_and_bad_files(tmp_path, word_background):
+    torch.manual_seed(0)
+    model = create_zsi_model("zsi_resnet10t_fpn64", **TINY).eval()
+    model.set_word_background(word_background)
+    path = tmp_path / "m.safetensors"
+    save_zsi_model(path, model, extra={"labels": SEEN})
+    loaded, extra = load_zsi_model(path)
+    assert extra == {"labels": SEEN} and loaded.config == model.config
+    x, emb = [torch.rand(3, 64, 64)], unit_rows(3, 32)
+    with torch.no_grad():
+        a, b = model(x, emb)[0], loaded(x, emb)[0]
+    assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["masks"], b["masks"])
+    (tmp_path / "cut.safetensors").write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ZerosegError, match="truncated"):
+        load_zsi_model(tmp_path / "cut.safetensors")
+    with pytest.raises(ZerosegError, match="not found"):
+        load_zsi_model(tmp_path / "missing.safetensors")
+
+
+def test_overhead_baseline_is_plain_torchvision_maskrcnn():
+    from torchvision.models.detection import MaskRCNN
+
+    cfg = create_zsi_model("zsi_resnet10t_fpn64", **TINY).config
+    plain = create_plain_maskrcnn(cfg, num_classes=4).eval()
+    assert isinstance(plain, MaskRCNN)
+    with torch.no_grad():
+        out = plain([torch.rand(3, 64, 64)])
+    assert out[0]["masks"].shape[1:] == (1, 64, 64)
+
+
+# ----------------------------------------------------------------------------- training, API, CLI
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny ZSI model trained for a few steps on a 2-seen-class dataset (random text encoder)."""
+    from zeroseg.train.instances import load_instance_config, train_instances
+
+    root = tmp_path_factory.mktemp("zsi")
+    data = make_dataset(root / "data")
+    out = root / "run"
+    overrides = [f"data={data}", f"out={out}", "text_encoder=random:32", "batch_size=2", "num_workers=0",
+                 "epochs=2", "log_every=1", "lr=1e-3", "warmup_iters=0", "val_images=2", "seed=1"]
+    cfg = load_instance_config(None, overrides)
+    cfg["model_overrides"] = dict(TINY)
+    summary = train_instances(cfg, progress=False)
+    return {"data": data, "out": out, "summary": summary, "cfg": cfg}
+
+
+def test_train_instances_writes_checkpoints_log_and_learns(trained):
+    s, out = trained["summary"], trained["out"]
+    assert s["global_step"] == 8 and s["epochs"] == 2  # 8 train images, batch 2
+    assert 0.0 <= s["best_val_seen_mask_ap50"] <= 1.0
+    rows = (out / "log.csv").read_text().splitlines()
+    assert rows[0] == "epoch,step,loss,lr,val_seen_mask_ap50,seconds"
+    losses = [float(r.split(",")[2]) for r in rows[1:] if r.split(",")[2]]
+    assert losses[-1] < losses[0]
+    model, extra = load_zsi_model(out / "last.safetensors")
+    assert extra["labels"] == SEEN and extra["unseen"] == UNSEEN and extra["train_text_encoder"] == "random:32"
+
+
+def test_train_instances_resume_is_exact(trained, tmp_path):
+    from zeroseg.train.engine import read_state
+    from zeroseg.train.instances import train_instances
+
+    cfg = dict(trained["cfg"], out=str(tmp_path / "half"), max_steps=5)
+    train_instances(cfg, progress=False)
+    train_instances(dict(cfg, max_steps=None), resume=str(tmp_path / "half"), progress=False)
+    full, resumed = read_state(trained["out"]), read_state(tmp_path / "half")
+    assert resumed["global_step"] == full["global_step"] == 8
+    assert all(torch.equal(full["model"][k], resumed["model"][k]) for k in full["model"])
+
+
+def test_training_refuses_unseen_classes(trained, tmp_path):
+    from zeroseg.data.dataset import DatasetIndex
+    from zeroseg.train.instances import SeenInstanceDataset
+
+    ds = SeenInstanceDataset(DatasetIndex.read(trained["data"]), "train", (0, 0, 0), (1, 1, 1), train=True)
+    for i in range(len(ds)):
+        _x, target = ds[i]
+        assert set(target["labels"].tolist()) <= {1, 2}  # positions of the seen classes
+        assert target["masks"].shape[0] == target["boxes"].shape[0] == len(target["labels"])
+    with pytest.raises(ZerosegError, match="unseen"):
+        SeenInstanceDataset(DatasetIndex.read(trained["data"]), "test", (0, 0, 0), (1, 1, 1), train=False)
+
+
+def test_instance_api_and_cli(trained, tmp_path, capsys):
+    from PIL import Image
+
+    from zeroseg.instances import load_instance_model
+
+    seg = load_instance_model(trained["out"] / "last.safetensors")
+    image = np.asarray(Image.open(next((trained["data"] / "test" / "images").glob("*.png"))).convert("RGB"))
+    found = seg.detect(image, ["red square", "blue bar"], score_threshold=0.0, max_detections=7)
+    assert len(found) <= 7 and found.masks.shape[1:] == image.shape[:2]
+    assert np.all(np.diff(found.scores) <= 0)
+    assert set(found.names()) <= {"red square", "blue bar"}
+    calibrated = seg.detect(image, ["red square", "blue bar"], calibration=100.0, score_threshold=0.0)
+    assert set(calibrated.names()) <= {"blue bar"}  # "red square" is seen by this model
+    with pytest.raises(ZerosegError, match="empty"):
+        seg.detect(image, [])
+
+    Image.fromarray(image).save(tmp_path / "scene.png")
+    out = tmp_path / "out"
+    code = main(["instances", str(tmp_path / "scene.png"), "--labels", "red square,blue bar",
+                 "--model", str(trained["out"] / "last.safetensors"), "--out", str(out), "--score-threshold", "0"])
+    assert code == 0
+    record = json.loads((out / "scene_instances.json").read_text())
+    assert record["categories"] == [{"id": 1, "name": "red square"}, {"id": 2, "name": "blue bar"}]
+    assert record["detections"] and {"bbox", "score", "category_id", "segmentation"} <= set(record["detections"][0])
+    with Image.open(out / "scene_instances.png") as im:
+        assert im.size == (image.shape[1], image.shape[0])
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    coco.dataset = json.loads((out / "detections.json").read_text())
+    coco.createIndex()
+    assert len(coco.getAnnIds()) == len(record["detections"])
+
+    assert main(["instances", str(tmp_path / "scene.png"), "--labels", " , ", "--model",
+                 str(trained["out"] / "last.safetensors"), "--out", str(out)]) == 2
+    assert main(["instances", str(tmp_path / "scene.png"), "--labels", "a", "--model",
+                 str(tmp_path / "nope.safetensors"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("zeroseg: error: ") for line in err)
+
+
+class OracleSegmenter:
+    """Answers with the ground truth of the image it is shown (matched by pixels): a known-answer model."""
+
+    source = "oracle"
+
+    def __init__(self, data: Path):
+        from zeroseg.data.dataset import DatasetIndex
+
+        self.index = DatasetIndex.read(data)
+        self.truth = {}
+        for e in self.index.entries("test"):
+            image, mask = self.index.load(e)
+            self.truth[image.tobytes()] = mask
+        self.asked: list[list[str]] = []
+
+    def detect(self, image, labels, seen_labels=None, calibration=0.0, score_threshold=0.0):
+        from zeroseg.instances import Instances
+        from zeroseg.train.instances import instance_target
+
+        self.asked.append(list(labels))
+        target = instance_target(self.truth[np.asarray(image).tobytes()])
+        names = [self.index.classes[int(c)] for c in target["labels"]]
+        keep = [k for k, n in enumerate(names) if n in labels]
+        return Instances(boxes=target["boxes"][keep].numpy(), scores=np.linspace(0.9, 0.5, len(keep)),
+                         label_ids=np.array([labels.index(names[k]) for k in keep], dtype=np.int64),
+                         masks=target["masks"][keep].numpy().astype(bool), labels=list(labels))
+
+
+def test_instance_protocols_score_a_perfect_model_at_one(trained, tmp_path):
+    from zeroseg.data.instances import read_instances, write_instance_annotations
+    from zeroseg.eval.instance_protocols import evaluate_instances
+    from zeroseg.eval.instances import category_split
+
+    write_instance_annotations(trained["data"], progress=False)
+    gt = read_instances(trained["data"], "test")
+    seen, unseen = category_split(gt)
+    oracle = OracleSegmenter(trained["data"])
+    zsi = evaluate_instances(oracle, gt, trained["data"], seen, unseen, "zsi", progress=False, out_dir=tmp_path)
+    assert oracle.asked[0] == UNSEEN  # ZSI asks about unseen names only
+    assert zsi["map50"] == pytest.approx(1.0) and zsi["recall100"] == {"0.4": 1.0, "0.5": 1.0, "0.6": 1.0}
+    gzsi = evaluate_instances(oracle, gt, trained["data"], seen, unseen, "gzsi", progress=False)
+    assert oracle.asked[-1] == SEEN + UNSEEN
+    assert gzsi["seen"]["map50"] == pytest.approx(1.0) and gzsi["hm"]["map50"] == pytest.approx(1.0)
+    assert json.loads((tmp_path / "metrics_zsi.json").read_text())["num_images"] == 4
+    assert list(tmp_path.glob("example_zsi_*.png"))
+
+
+def test_eval_instances_cli(trained, tmp_path, capsys):
+    from zeroseg.data.instances import write_instance_annotations
+
+    write_instance_annotations(trained["data"], progress=False)
+    model = str(trained["out"] / "last.safetensors")
+    out = tmp_path / "eval"
+    assert main(["eval-instances", "--data", str(trained["data"]), "--model", model, "--out", str(out),
+                 "--max-images", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "ZSI" in printed and "GZSI" in printed and "HM" in printed
+    for mode in ("zsi", "gzsi"):
+        m = json.loads((out / f"metrics_{mode}.json").read_text())
+        assert m["num_images"] == 2 and 0.0 <= m["unseen"]["map50"] <= 1.0
+    # one unseen class cannot be deranged; a missing COCO root names the layout
+    assert main(["eval-instances", "--data", str(trained["data"]), "--model", model, "--mode", "zsi",
+                 "--text-control", "shuffle"]) == 2
+    assert main(["eval-instances", "--coco-split", "48_17", "--data-root", str(tmp_path / "coco"),
+                 "--model", model]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "at least 2 unseen" in err[0] and "instances_val2014.json" in err[1]

@@ -71,6 +71,12 @@ def test_mask_predictor_is_a_fixed_1x1_conv_with_the_class_embeddings():
     assert torch.allclose(logits, torch.einsum("ndhw,kd->nkhw", semantic, emb), atol=1e-5)
     assert torch.isclose(rec, F.mse_loss(head.decoder(semantic), visual))
     assert not any("embed" in n for n, _ in head.named_parameters())  # embeddings are inputs, not weights
+    # folded per-RoI scoring (what the loss and inference use) = the full map's label channel
+    labels = torch.tensor([4, 0, 2])
+    folded, rec2 = head(x, emb, labels)
+    assert folded.shape == (3, 1, 28, 28) and torch.isclose(rec2, rec)
+    assert torch.allclose(folded[:, 0], logits[torch.arange(3), labels], atol=1e-5)
+    assert head(x, emb, labels, with_reconstruction=False)[1] == 0
 
 
 def test_ba_rpn_objectness_is_the_two_way_score_against_learned_fg_bg_vectors():

@@ -42,10 +42,15 @@ class SemanticBoxPredictor(nn.Module):
 
 
 class SemanticMaskPredictor(nn.Module):
-    """Mask features [N, C, 14, 14] -> (per-pixel class logits [N, K, 28, 28], L_R).
+    """Mask features [N, C, 14, 14] -> per-pixel class logits at 28 x 28, and L_R.
 
     The 2x deconvolution of Mask R-CNN, then E (1x1 conv to the semantic space), a 1x1 conv
     whose weights are the class embeddings (fixed, passed in) and the symmetric decoder (1x1).
+
+    Mask R-CNN only ever reads the channel of each RoI's own class (its loss, its inference),
+    so with ``labels`` given the two 1x1 convs are folded into one per RoI: weights
+    E^T e_label, bias b_E . e_label. Same numbers as the full map's label channel, without
+    the [N, D, 28, 28] semantic map or the [N, K, 28, 28] scores (a large saving for many labels).
     """
 
     def __init__(self, in_channels: int, embed_dim: int):
@@ -58,9 +63,20 @@ class SemanticMaskPredictor(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor, class_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, class_embeddings: torch.Tensor, labels: torch.Tensor | None = None,
+                with_reconstruction: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits [N, K, 28, 28], or [N, 1, 28, 28] for ``labels`` [N]; L_R, 0 if not asked for)."""
         visual = F.relu(self.upsample(x))
-        semantic = self.encoder(visual)
-        logits = F.conv2d(semantic, class_embeddings[:, :, None, None])
-        reconstruction = F.mse_loss(self.decoder(semantic), visual) if visual.numel() else visual.sum() * 0
+        semantic = self.encoder(visual) if (labels is None or with_reconstruction) else None
+        if labels is None:
+            logits = F.conv2d(semantic, class_embeddings[:, :, None, None])
+        else:
+            rows = class_embeddings[labels]  # [N, D]
+            weight = rows @ self.encoder.weight.flatten(1)  # [N, C]
+            bias = rows @ self.encoder.bias
+            logits = (torch.einsum("nchw,nc->nhw", visual, weight) + bias[:, None, None])[:, None]
+        if with_reconstruction and visual.numel():
+            reconstruction = F.mse_loss(self.decoder(semantic), visual)
+        else:
+            reconstruction = visual.sum() * 0
         return logits, reconstruction

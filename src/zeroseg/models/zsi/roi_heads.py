@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import torch
-from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss, maskrcnn_inference, maskrcnn_loss
+from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss, maskrcnn_loss
 
 
 class ZSIRoIHeads(RoIHeads):
@@ -52,12 +52,19 @@ class ZSIRoIHeads(RoIHeads):
         else:
             mask_proposals = [r["boxes"] for r in result]
         mask_features = self.mask_head(self.mask_roi_pool(features, mask_proposals, image_shapes))
-        mask_logits, mask_reconstruction = self.mask_predictor(mask_features, class_embeddings)
         if self.training:
+            gt_labels = [t["labels"] for t in targets]
+            roi_labels = torch.cat([lab[idx] for lab, idx in zip(gt_labels, positive_matches)])
+            mask_logits, mask_reconstruction = self.mask_predictor(mask_features, class_embeddings, roi_labels)
+            # the logits hold only each RoI's own class, so torchvision's loss picks channel 0
             losses["loss_mask"] = maskrcnn_loss(mask_logits, mask_proposals, [t["masks"] for t in targets],
-                                                [t["labels"] for t in targets], positive_matches)
+                                                [torch.zeros_like(lab) for lab in gt_labels], positive_matches)
             losses["loss_mask_reconstruction"] = self.reconstruction_weight * mask_reconstruction
         else:
-            for probs, r in zip(maskrcnn_inference(mask_logits, [r["labels"] for r in result]), result):
-                r["masks"] = probs
+            roi_labels = torch.cat([r["labels"] for r in result])
+            mask_logits, _ = self.mask_predictor(mask_features, class_embeddings, roi_labels,
+                                                 with_reconstruction=False)
+            probs = mask_logits.sigmoid().split([len(r["labels"]) for r in result])
+            for p, r in zip(probs, result):
+                r["masks"] = p
         return result, losses

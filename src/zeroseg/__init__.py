@@ -3,7 +3,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["load_model", "create_model", "Segmenter", "Segmentation", "ZerosegError", "__version__"]
+__all__ = ["load_model", "create_model", "Segmenter", "Segmentation", "load_instance_model", "InstanceSegmenter",
+           "Instances", "ZerosegError", "__version__"]
 
 
 def __getattr__(name):  # heavy imports (torch, timm) happen on first use, so `zeroseg --help` is fast
@@ -11,6 +12,10 @@ def __getattr__(name):  # heavy imports (torch, timm) happen on first use, so `z
         from . import api
 
         return getattr(api, name)
+    if name in ("load_instance_model", "InstanceSegmenter", "Instances"):
+        from . import instances
+
+        return getattr(instances, name)
     if name == "create_model":
         from .models.registry import create_model
 

@@ -188,10 +188,14 @@ def cmd_convert(args) -> int:
 
 def cmd_models(args) -> int:
     from .models.registry import bundled_weights_path, list_models
+    from .models.zsi.model import bundled_zsi_weights, list_zsi_models
 
     for name in list_models():
         path = bundled_weights_path(name)
         print(f"{name}{'  (bundled weights)' if path is not None else ''}")
+    for name in list_zsi_models():
+        path = bundled_zsi_weights(name)
+        print(f"{name}  (instances{', bundled weights' if path is not None else ''})")
     return 0
 
 

@@ -131,7 +131,9 @@ def _coerce_floats(cfg: dict) -> None:
                 pass
 
 
-def validate_config(cfg: dict) -> None:
+def check_common_config(cfg: dict, ints: tuple[str, ...] = (), optional_ints: tuple[str, ...] = (),
+                        floats: tuple[str, ...] = ()) -> None:
+    """The checks every training task shares, plus task-specific integer and float keys."""
     def need(cond: bool, msg: str) -> None:
         if not cond:
             raise ZerosegError(msg)
@@ -143,18 +145,17 @@ def validate_config(cfg: dict) -> None:
     need(bool(cfg.get("out")), "no output directory: set out=DIR")
     need(isinstance(cfg.get("model"), str), "model must be a registered model name")
     need(isinstance(cfg.get("model_overrides") or {}, dict), "model_overrides must be a mapping")
-    for key in ("epochs", "batch_size", "crop_size", "log_every", "val_every"):
+    for key in ("epochs", "batch_size", "log_every", "val_every", *ints):
         need(is_int(cfg.get(key)) and cfg[key] >= 1, f"{key} must be an integer >= 1, not {cfg.get(key)!r}")
     for key in ("num_workers", "warmup_iters", "keep_last", "seed", "state_every"):
         need(is_int(cfg.get(key)) and cfg[key] >= 0, f"{key} must be an integer >= 0, not {cfg.get(key)!r}")
-    for key in ("max_steps", "val_size", "num_threads"):
+    for key in ("max_steps", "num_threads", *optional_ints):
         need(cfg.get(key) is None or (is_int(cfg[key]) and cfg[key] >= 1), f"{key} must be null or an integer >= 1")
     _coerce_floats(cfg)
-    for key in FLOAT_KEYS[:-1]:
+    for key in ("lr", "weight_decay", "momentum", "backbone_lr_mult", "poly_power", "color_jitter", *floats):
         v = cfg.get(key)
         need(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0, f"{key} must be a number >= 0")
     need(cfg["lr"] > 0, "lr must be > 0")
-    need(0 < cfg["scale_min"] <= cfg["scale_max"], "need 0 < scale_min <= scale_max")
     need(cfg["color_jitter"] < 1, "color_jitter must be < 1")
     need(cfg.get("grad_clip") is None or (isinstance(cfg["grad_clip"], (int, float)) and cfg["grad_clip"] > 0),
          "grad_clip must be null or > 0")
@@ -164,6 +165,14 @@ def validate_config(cfg: dict) -> None:
     need(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "device must be auto, cpu, cuda or cuda:N")
     for key in ("amp", "hflip", "freeze_bn", "sync_bn", "tensorboard"):
         need(isinstance(cfg.get(key), bool), f"{key} must be true or false")
+
+
+def validate_config(cfg: dict) -> None:
+    """Semantic (LSeg) training's config checks."""
+    check_common_config(cfg, ints=("crop_size",), optional_ints=("val_size",),
+                        floats=("scale_min", "scale_max", "edge_loss_weight"))
+    if not 0 < cfg["scale_min"] <= cfg["scale_max"]:
+        raise ZerosegError("need 0 < scale_min <= scale_max")
     losses.check_loss_config(cfg)
 
 
@@ -694,6 +703,12 @@ class Trainer:
         with self._autocast():
             outputs = model_outputs(self.model, x, self.text, self.with_edges)
         loss, _parts = losses.compute_loss(outputs, {**batch, "image": x, "target": target}, self.cfg)
+        self._optimize(loss)
+        self.lr = lr
+        return loss.detach()
+
+    def _optimize(self, loss: torch.Tensor) -> None:
+        """Backward (scaled under AMP), optional global-norm clipping, optimizer step."""
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg["grad_clip"]:
@@ -701,8 +716,6 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.module.parameters(), float(self.cfg["grad_clip"]))
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.lr = lr
-        return loss.detach()
 
     def run(self) -> dict:
         d = self.dist

@@ -10,7 +10,6 @@ images. Unseen classes never reach this module: the seen-only checks of
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import torch
@@ -27,41 +26,7 @@ DEFAULTS = "instances.yaml"
 
 
 def validate_instance_config(cfg: dict) -> None:
-    def need(cond: bool, msg: str) -> None:
-        if not cond:
-            raise ZerosegError(msg)
-
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    need(bool(cfg.get("data")), "no dataset: set data=DIR (a directory with index.json)")
-    need(bool(cfg.get("out")), "no output directory: set out=DIR")
-    need(isinstance(cfg.get("model"), str), "model must be a registered instance model name")
-    need(isinstance(cfg.get("model_overrides") or {}, dict), "model_overrides must be a mapping")
-    for key in ("epochs", "batch_size", "log_every", "val_every", "val_images"):
-        need(is_int(cfg.get(key)) and cfg[key] >= 1, f"{key} must be an integer >= 1, not {cfg.get(key)!r}")
-    for key in ("num_workers", "warmup_iters", "keep_last", "seed", "state_every"):
-        need(is_int(cfg.get(key)) and cfg[key] >= 0, f"{key} must be an integer >= 0, not {cfg.get(key)!r}")
-    for key in ("max_steps", "num_threads"):
-        need(cfg.get(key) is None or (is_int(cfg[key]) and cfg[key] >= 1), f"{key} must be null or an integer >= 1")
-    for key in ("lr", "weight_decay", "momentum", "backbone_lr_mult", "poly_power", "color_jitter"):
-        v = cfg.get(key)
-        if isinstance(v, str):
-            try:
-                cfg[key] = v = float(v)
-            except ValueError:
-                pass
-        need(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0, f"{key} must be a number >= 0")
-    need(cfg["lr"] > 0, "lr must be > 0")
-    need(cfg["color_jitter"] < 1, "color_jitter must be < 1")
-    need(cfg.get("grad_clip") is None or (isinstance(cfg["grad_clip"], (int, float)) and cfg["grad_clip"] > 0),
-         "grad_clip must be null or > 0")
-    need(cfg.get("optimizer") in ("adamw", "sgd"), f"optimizer must be adamw or sgd, not {cfg.get('optimizer')!r}")
-    need(cfg.get("lr_schedule") in ("poly", "constant"), "lr_schedule must be poly or constant")
-    dev = str(cfg.get("device"))
-    need(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "device must be auto, cpu, cuda or cuda:N")
-    for key in ("amp", "hflip", "freeze_bn", "sync_bn", "tensorboard"):
-        need(isinstance(cfg.get(key), bool), f"{key} must be true or false")
+    engine.check_common_config(cfg, ints=("val_images",))
 
 
 def load_instance_config(path: str | None, overrides: list[str] | None = None, base: dict | None = None) -> dict:
@@ -182,13 +147,7 @@ class InstanceTrainer(engine.Trainer):
         if not torch.isfinite(loss):
             raise ZerosegError(f"training diverged at step {self.global_step}: loss {float(loss)} "
                                f"({ {k: round(float(v), 4) for k, v in parts.items()} }); lower lr")
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if self.cfg["grad_clip"]:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.module.parameters(), float(self.cfg["grad_clip"]))
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        self._optimize(loss)
         self.lr = lr
         return loss.detach()
 

@@ -70,17 +70,19 @@ def instances_from_label_map(label_map: np.ndarray) -> list[tuple[int, np.ndarra
     return [(c, label_map == c) for c in ids]
 
 
-def image_annotations(label_map: np.ndarray) -> list[dict[str, Any]]:
-    """One image's COCO annotations without "id" and "image_id" (they depend on the whole split)."""
+def mask_annotation(category_id: int, mask: np.ndarray) -> dict[str, Any]:
+    """A COCO annotation (no "id"/"image_id") of one non-empty bool instance mask."""
     from ..eval.instances import encode_mask
 
-    out = []
-    for cid, mask in instances_from_label_map(label_map):
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        x, y = int(cols[0]), int(rows[0])
-        out.append({"category_id": cid, "segmentation": encode_mask(mask), "area": int(mask.sum()),
-                    "bbox": [x, y, int(cols[-1]) - x + 1, int(rows[-1]) - y + 1], "iscrowd": 0})
-    return out
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    x, y = int(cols[0]), int(rows[0])
+    return {"category_id": int(category_id), "segmentation": encode_mask(mask), "area": int(mask.sum()),
+            "bbox": [x, y, int(cols[-1]) - x + 1, int(rows[-1]) - y + 1], "iscrowd": 0}
+
+
+def image_annotations(label_map: np.ndarray) -> list[dict[str, Any]]:
+    """One image's COCO annotations without "id" and "image_id" (they depend on the whole split)."""
+    return [mask_annotation(cid, mask) for cid, mask in instances_from_label_map(label_map)]
 
 
 # --------------------------------------------------------------------------- per split

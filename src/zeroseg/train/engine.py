@@ -462,8 +462,7 @@ class Trainer:
         np.random.seed(seed)
         torch.manual_seed(seed)  # same initial weights in every process
 
-        self.index = DatasetIndex.read(cfg["data"])
-        self.labels = seen_label_set(self.index)
+        self._read_data()
         self.out = Path(cfg["out"])
         if d.main:
             from ..io import ensure_writable_dir
@@ -506,6 +505,12 @@ class Trainer:
         self.checkpoints: list[str] = []
         if self.resume_state is not None:
             self._load_state(self.resume_state)
+
+    def _read_data(self) -> None:
+        """The dataset's index and the label set training scores against (background first)."""
+        self.index = DatasetIndex.read(self.cfg["data"])
+        self.labels = seen_label_set(self.index)
+        self.seen, self.unseen = list(self.index.seen), list(self.index.unseen)
 
     def _setup_task(self) -> None:
         """Model, frozen label embeddings, ``train_ds`` and ``val_loader`` (LSeg semantic segmentation)."""
@@ -626,7 +631,7 @@ class Trainer:
 
         extra = {"epoch": completed_epochs, "global_step": self.global_step,
                  "val_seen_miou": None if math.isnan(val) else val, "labels": self.labels,
-                 "seen": self.index.seen, "unseen": self.index.unseen, "dataset": str(self.cfg["data"]),
+                 "seen": self.seen, "unseen": self.unseen, "dataset": str(self.cfg["data"]),
                  "train_text_encoder": self.text_encoder.name if isinstance(self.text_encoder, RandomTextEncoder)
                  else self.module.config.text_encoder}
         save_safetensors(path, self.module, text_encoder=self.text_encoder, extra=extra)

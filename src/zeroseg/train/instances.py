@@ -168,25 +168,28 @@ class InstanceTrainer(engine.Trainer):
 
         extra = {"epoch": completed_epochs, "global_step": self.global_step,
                  self.METRIC: None if math.isnan(val) else val, "labels": self.labels[1:],
-                 "seen": self.index.seen, "unseen": self.index.unseen, "dataset": str(self.cfg["data"]),
+                 "seen": self.seen, "unseen": self.unseen, "dataset": str(self.cfg["data"]),
                  "train_text_encoder": self.text_encoder.name if isinstance(self.text_encoder, engine.RandomTextEncoder)
                  else self.module.config.text_encoder}
         save_zsi_model(path, self.module, extra=extra)
 
 
-def seen_mask_ap50(model: nn.Module, text: torch.Tensor, dataset: SeenInstanceDataset, n_images: int) -> float:
-    """Mask AP@0.5 of ``model`` on the first ``n_images`` of ``dataset`` (labels = its seen classes)."""
-    from ..data.instances import image_annotations
+def seen_mask_ap50(model: nn.Module, text: torch.Tensor, dataset, n_images: int) -> float:
+    """Mask AP@0.5 of ``model`` on the first ``n_images`` items ``(image, target)`` of ``dataset``.
+
+    The labels are the dataset's seen classes (``text`` rows); the ground truth is the targets.
+    """
+    from ..data.instances import mask_annotation
     from ..eval.instances import evaluate_coco, to_coco_results
 
     device = next(model.parameters()).device
     images, annotations, results = [], [], []
     for i in range(min(n_images, len(dataset))):
-        _image, label_map = dataset.load(i)
-        x, _target = dataset[i]
-        images.append({"id": i + 1, "width": label_map.shape[1], "height": label_map.shape[0]})
-        for a in image_annotations(label_map):
-            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, **a})
+        x, target = dataset[i]
+        images.append({"id": i + 1, "width": int(x.shape[-1]), "height": int(x.shape[-2])})
+        for label, mask in zip(target["labels"].tolist(), target["masks"].numpy().astype(bool)):
+            if mask.any():
+                annotations.append({"id": len(annotations) + 1, "image_id": i + 1, **mask_annotation(label, mask)})
         det = model([x.to(device)], text)[0]
         results += to_coco_results(i + 1, det["boxes"], det["scores"], det["labels"],
                                    (det["masks"][:, 0] >= 0.5).cpu())

@@ -353,3 +353,25 @@ def test_eval_instances_cli(trained, tmp_path, capsys):
                  "--model", model]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "at least 2 unseen" in err[0] and "instances_val2014.json" in err[1]
+
+
+def test_train_instances_on_coco_seen_classes(tmp_path):
+    """COCO 2014 layout (tiny fixture): the 48/17 seen classes train; the saved split is the paper's."""
+    from test_coco_zsi_loader import extend_coco  # build_coco's images + seen-only ones
+
+    from zeroseg.data.datasets.coco_zsi import coco_zsi_split
+    from zeroseg.train.instances import load_instance_config, train_instances
+
+    for split in ("train", "val"):
+        extend_coco(tmp_path / "coco", split)
+    cfg = load_instance_config(None, [f"data={tmp_path / 'coco'}", f"out={tmp_path / 'run'}", "dataset=coco_zsi",
+                                      "coco_split=48_17", "text_encoder=random:32", "batch_size=1",
+                                      "num_workers=0", "max_steps=2", "val_images=2", "warmup_iters=0"])
+    cfg["model_overrides"] = dict(TINY)
+    summary = train_instances(cfg, progress=False)
+    assert summary["global_step"] == 2
+    _model, extra = load_zsi_model(tmp_path / "run" / "last.safetensors")
+    split = coco_zsi_split("48_17")
+    assert extra["labels"] == split["seen"] and extra["unseen"] == split["unseen"]
+    with pytest.raises(ZerosegError, match="coco_split"):
+        load_instance_config(None, ["data=x", "dataset=coco_zsi", "coco_split=50_30"])

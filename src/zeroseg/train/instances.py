@@ -5,7 +5,8 @@ atomic checkpoints; see engine.py); what differs is the task: the model is a ``Z
 every image's instances come from its label map (one per class present, as in the synthetic
 benchmark), and model selection uses seen-class mask AP@0.5 on the first ``val_images`` val
 images. Unseen classes never reach this module: the seen-only checks of
-``SeenSegmentationDataset`` refuse any image that shows one.
+``SeenSegmentationDataset`` refuse any image that shows one, and on COCO (``dataset: coco_zsi``)
+``CocoZsiInstances`` drops every image holding an unseen instance (Bansal et al.'s protocol).
 """
 from __future__ import annotations
 
@@ -27,6 +28,14 @@ DEFAULTS = "instances.yaml"
 
 def validate_instance_config(cfg: dict) -> None:
     engine.check_common_config(cfg, ints=("val_images",))
+    if cfg.get("dataset") not in ("synth", "coco_zsi"):
+        raise ZerosegError(f"dataset must be synth or coco_zsi, not {cfg.get('dataset')!r}")
+    if isinstance(cfg.get("coco_split"), int):  # YAML 1.1 reads 48_17 as the integer 4817
+        cfg["coco_split"] = {4817: "48_17", 6515: "65_15"}.get(cfg["coco_split"], cfg["coco_split"])
+    if isinstance(cfg.get("coco_split"), str):
+        cfg["coco_split"] = cfg["coco_split"].replace("/", "_")
+    if cfg["dataset"] == "coco_zsi" and cfg.get("coco_split") not in ("48_17", "65_15"):
+        raise ZerosegError(f"coco_split must be 48_17 or 65_15, not {cfg.get('coco_split')!r}")
 
 
 def load_instance_config(path: str | None, overrides: list[str] | None = None, base: dict | None = None) -> dict:
@@ -89,6 +98,16 @@ class InstanceTrainer(engine.Trainer):
     def validate_config(cfg: dict) -> None:
         validate_instance_config(cfg)
 
+    def _read_data(self) -> None:
+        if self.cfg["dataset"] == "synth":
+            return super()._read_data()
+        from ..data.datasets.coco_zsi import coco_zsi_split
+
+        split = coco_zsi_split(str(self.cfg["coco_split"]))
+        self.index = None
+        self.seen, self.unseen = split["seen"], split["unseen"]
+        self.labels = ["background"] + self.seen  # row 0 is the model's own background embedding
+
     def _setup_task(self) -> None:
         from .data import AugmentConfig
 
@@ -111,11 +130,18 @@ class InstanceTrainer(engine.Trainer):
             import torch.distributed as dist
 
             dist.broadcast(self.text, 0)
-        aug = AugmentConfig(hflip=bool(cfg["hflip"]), color_jitter=float(cfg["color_jitter"]))
         seed = int(cfg["seed"])
-        self.train_ds = SeenInstanceDataset(self.index, "train", (0, 0, 0), (1, 1, 1), train=True, augment=aug,
-                                            seed=seed)
-        self.val_ds = SeenInstanceDataset(self.index, "val", (0, 0, 0), (1, 1, 1), train=False)
+        if cfg["dataset"] == "coco_zsi":  # seen classes only; images showing an unseen class are dropped
+            from ..data.datasets.coco_zsi import CocoZsiInstances
+
+            split = str(cfg["coco_split"])
+            self.train_ds = CocoZsiInstances(cfg["data"], "train", split, "seen", hflip=bool(cfg["hflip"]), seed=seed)
+            self.val_ds = CocoZsiInstances(cfg["data"], "val", split, "seen")
+        else:
+            aug = AugmentConfig(hflip=bool(cfg["hflip"]), color_jitter=float(cfg["color_jitter"]))
+            self.train_ds = SeenInstanceDataset(self.index, "train", (0, 0, 0), (1, 1, 1), train=True,
+                                                augment=aug, seed=seed)
+            self.val_ds = SeenInstanceDataset(self.index, "val", (0, 0, 0), (1, 1, 1), train=False)
         self.collate_fn = instance_collate
 
     def _build_model(self) -> nn.Module:

@@ -17,10 +17,13 @@ test: $(STAMP)
 
 # The example images hold only classes the default model never saw in training.
 DEMO_LABELS := tiger face,bus,violin,pear,castle,duck,other
+INSTANCE_LABELS := tiger face,bus,violin,pear,castle,duck
 
 demo: $(STAMP)
 	$(BIN)/zeroseg segment examples/images --labels "$(DEMO_LABELS)" --out demo_out
 	@echo "overlays (image + colours + legend): demo_out/*_overlay.png"
+	$(BIN)/zeroseg instances examples/images --labels "$(INSTANCE_LABELS)" --out demo_out/instances
+	@echo "instances (masks, boxes, labels; COCO JSON): demo_out/instances/"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_lseg.py

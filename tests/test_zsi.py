@@ -256,6 +256,12 @@ def test_instance_api_and_cli(trained, tmp_path, capsys):
     assert len(found) <= 7 and found.masks.shape[1:] == image.shape[:2]
     assert np.all(np.diff(found.scores) <= 0)
     assert set(found.names()) <= {"red square", "blue bar"}
+    merged = seg.detect(image, ["red square", "blue bar"], score_threshold=0.0, nms_across_labels=0.5)
+    from torchvision.ops import box_iou
+
+    overlaps = box_iou(torch.from_numpy(merged.boxes), torch.from_numpy(merged.boxes)).fill_diagonal_(0)
+    assert len(merged) <= len(seg.detect(image, ["red square", "blue bar"], score_threshold=0.0))
+    assert (overlaps <= 0.5).all()  # no two kept boxes overlap more than the threshold, whatever their labels
     calibrated = seg.detect(image, ["red square", "blue bar"], calibration=100.0, score_threshold=0.0)
     assert set(calibrated.names()) <= {"blue bar"}  # "red square" is seen by this model
     with pytest.raises(ZerosegError, match="empty"):

@@ -77,8 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default-instances",
                    help="default-instances (bundled) or a zeroseg instance .safetensors")
     p.add_argument("--out", default="out", help="output directory (default: ./out)")
-    p.add_argument("--score-threshold", type=float, default=0.3, help="keep detections scoring at least this")
+    p.add_argument("--score-threshold", type=float, default=0.15, help="keep detections scoring at least this")
     p.add_argument("--max-detections", type=int, default=20)
+    p.add_argument("--nms-across-labels", type=float, default=0.5, metavar="IOU",
+                   help="where boxes of different labels overlap more than IOU, keep the best one (0: off)")
     p.add_argument("--calibration", type=float, default=0.0,
                    help="GZSI: subtract this from the scores of labels the model was trained on")
     p.add_argument("--device", default="cpu")
@@ -292,7 +294,7 @@ def cmd_instances(args) -> int:
                                          file=sys.stderr), start=1):
         image = load_image(path)
         found = segmenter.detect(image, labels, calibration=args.calibration, score_threshold=args.score_threshold,
-                                 max_detections=args.max_detections)
+                                 max_detections=args.max_detections, nms_across_labels=args.nms_across_labels)
         stem = path.stem if path.stem not in stems else f"{path.stem}_{stems[path.stem]}"
         stems[path.stem] = stems.get(path.stem, 0) + 1
         written = write_instances(found, image, out, stem, image_id,

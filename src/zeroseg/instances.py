@@ -101,8 +101,14 @@ class InstanceSegmenter:
 
     @torch.no_grad()
     def detect(self, image, labels: list[str], *, seen_labels: list[str] | None = None, calibration: float = 0.0,
-               score_threshold: float = 0.05, mask_threshold: float = 0.5, max_detections: int = 100) -> Instances:
-        """Instances of ``labels`` in ``image`` (a path, PIL image or uint8 [H, W, 3])."""
+               score_threshold: float = 0.05, mask_threshold: float = 0.5, max_detections: int = 100,
+               nms_across_labels: float | None = None) -> Instances:
+        """Instances of ``labels`` in ``image`` (a path, PIL image or uint8 [H, W, 3]).
+
+        Detection keeps one box per label (per-label NMS, as COCO evaluation expects), so an
+        object may come back under several labels; ``nms_across_labels=IOU`` keeps only the
+        best-scoring label where boxes of different labels overlap by more than IOU (for display).
+        """
         from .api import Segmenter
         from .io import parse_labels
 
@@ -113,6 +119,12 @@ class InstanceSegmenter:
         x = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32) / 255.0)
         out = self.model([x.to(self.device)], emb, logit_offsets=self.logit_offsets(labels, seen_labels, calibration))[0]
         keep = out["scores"] >= score_threshold
+        if nms_across_labels:
+            from torchvision.ops import nms
+
+            survivors = torch.zeros_like(keep)
+            survivors[nms(out["boxes"], out["scores"], float(nms_across_labels))] = True
+            keep &= survivors
         order = torch.argsort(out["scores"][keep], descending=True)[:max_detections]
         pick = lambda t: t[keep][order].cpu()  # noqa: E731
         masks = pick(out["masks"])[:, 0] >= mask_threshold

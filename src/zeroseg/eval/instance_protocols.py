@@ -105,7 +105,7 @@ def write_outputs(result: dict[str, Any], examples: list, out_dir: Path, mode: s
     out = ensure_writable_dir(out_dir)
     write_bytes_atomic(out / f"metrics_{mode}.json", (json.dumps(result, indent=1) + "\n").encode())
     for image, found, image_id in examples:
-        save_image_atomic(instance_overlay(image, found.top(10)), out / f"example_{mode}_{image_id}.png")
+        save_image_atomic(instance_overlay(image, found.top(3)), out / f"example_{mode}_{image_id}.png")
 
 
 def summary_line(result: dict[str, Any]) -> str:

@@ -33,17 +33,14 @@ def build_parser(prog: str = "zeroseg train") -> argparse.ArgumentParser:
     return p
 
 
-def run(args: argparse.Namespace) -> int:
-    """Resolve the config from parsed arguments and train; raises ZerosegError for user errors."""
+def _resolve_and_train(args: argparse.Namespace, load, train, overrides: list[str]) -> int:
+    """Config from defaults <- resumed run <- --config <- overrides; print it or train with it."""
     import yaml
 
-    from .engine import load_config, read_state, train
+    from .engine import read_state
 
     base = read_state(args.resume)["config"] if args.resume else None
-    overrides = list(args.overrides)
-    if args.edge_loss_weight is not None:
-        overrides.append(f"edge_loss_weight={args.edge_loss_weight}")
-    cfg = load_config(args.config, overrides, base=base)
+    cfg = load(args.config, overrides, base=base)
     if args.print_config:
         print(yaml.safe_dump(cfg, sort_keys=False), end="")
         return 0
@@ -51,6 +48,16 @@ def run(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary, indent=2))
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Resolve the config from parsed arguments and train; raises ZerosegError for user errors."""
+    from .engine import load_config, train
+
+    overrides = list(args.overrides)
+    if args.edge_loss_weight is not None:
+        overrides.append(f"edge_loss_weight={args.edge_loss_weight}")
+    return _resolve_and_train(args, load_config, train, overrides)
 
 
 INSTANCES_EPILOG = """\
@@ -74,20 +81,9 @@ def build_instances_parser(prog: str = "zeroseg train-instances") -> argparse.Ar
 
 def run_instances(args: argparse.Namespace) -> int:
     """Resolve an instance-training config from parsed arguments and train."""
-    import yaml
-
-    from .engine import read_state
     from .instances import load_instance_config, train_instances
 
-    base = read_state(args.resume)["config"] if args.resume else None
-    cfg = load_instance_config(args.config, list(args.overrides), base=base)
-    if args.print_config:
-        print(yaml.safe_dump(cfg, sort_keys=False), end="")
-        return 0
-    summary = train_instances(cfg, resume=args.resume, progress=not args.no_progress)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(summary, indent=2))
-    return 0
+    return _resolve_and_train(args, load_instance_config, train_instances, list(args.overrides))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -381,3 +381,27 @@ def test_train_instances_on_coco_seen_classes(tmp_path):
     assert extra["labels"] == split["seen"] and extra["unseen"] == split["unseen"]
     with pytest.raises(ZerosegError, match="coco_split"):
         load_instance_config(None, ["data=x", "dataset=coco_zsi", "coco_split=50_30"])
+
+
+def test_train_instances_under_torchrun_two_processes(trained, tmp_path):
+    """DDP (gloo, 2 CPU processes) through the documented entry point."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tiny = [f"model_overrides.{k}={json.dumps(v)}" for k, v in TINY.items()]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), "-m", "zeroseg.train", "--instances", "--no-progress",
+           f"data={trained['data']}", f"out={tmp_path / 'run'}", "text_encoder=random:32", "batch_size=2",
+           "num_workers=0", "max_steps=3", "val_images=2", "warmup_iters=0", *tiny]
+    r = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    from zeroseg.train.engine import read_state
+
+    state = read_state(tmp_path / "run")
+    assert state["world_size"] == 2 and state["global_step"] == 3
+    assert json.loads(r.stdout[r.stdout.index("{"):])["world_size"] == 2

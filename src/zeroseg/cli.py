@@ -313,8 +313,6 @@ def cmd_instances(args) -> int:
 
 def _instance_ground_truth(args):
     """(gt COCO dict, image root, seen ids, unseen ids) for --data or --coco-split."""
-    import json
-
     if args.data:
         from .data.instances import read_instances
         from .eval.instances import category_split
@@ -322,6 +320,7 @@ def _instance_ground_truth(args):
         gt = read_instances(args.data, args.split)
         seen, unseen = category_split(gt)
         return gt, Path(args.data), seen, unseen
+    from .data.datasets.base import read_coco_json
     from .data.datasets.coco_zsi import coco_zsi_split, filter_coco
 
     if not args.data_root:
@@ -331,10 +330,7 @@ def _instance_ground_truth(args):
     if not ann.is_file():
         raise ZerosegError(f"COCO annotations not found: {ann} (expected DIR/{args.coco_annotations} "
                            f"and DIR/{args.coco_images}/*.jpg)")
-    try:
-        gt = json.loads(ann.read_text())
-    except (OSError, ValueError) as e:
-        raise ZerosegError(f"cannot read {ann}: {e}") from None
+    gt = read_coco_json(ann, ZerosegError)
     split = coco_zsi_split(args.coco_split)
     gt = filter_coco(gt, split["seen"] + split["unseen"], drop_images_without=True)
     ids = {c["name"]: int(c["id"]) for c in gt["categories"]}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,16 @@ def read_lines(path: Path, dataset: SegmentationDataset) -> list[str]:
     except (OSError, UnicodeDecodeError) as e:
         raise dataset.error(f"cannot read list file {path}: {e}") from None
     return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def read_coco_json(path: Path, error: Callable[[str], Exception]) -> dict[str, Any]:
+    """A COCO instance file as a dict; ``error(message)`` builds the exception for unreadable or non-COCO files."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            gt = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"unreadable annotation file {path}: {e}") from None
+    if not isinstance(gt, dict) or not all(isinstance(gt.get(k), list) for k in ("images", "annotations",
+                                                                                 "categories")):
+        raise error(f"{path} is not a COCO instance file (needs 'images', 'annotations' and 'categories' lists)")
+    return gt

@@ -29,7 +29,6 @@ made from its own PNG masks and are a filtered subset (e.g. 19217 of the val ima
 """
 from __future__ import annotations
 
-import json
 import pickle
 import warnings
 from pathlib import Path
@@ -46,6 +45,7 @@ from .base import (
     check_names,
     load_data,
     normalize_split,
+    read_coco_json,
     read_image,
 )
 
@@ -135,7 +135,7 @@ class Coco20i(SegmentationDataset):
             raise self.error(f"image folder not found: {self.image_dir}")
         if not self.annotation_file.is_file():
             raise self.error(f"annotation file not found: {self.annotation_file}")
-        self._index(self._load_json())
+        self._index(read_coco_json(self.annotation_file, self.error))
 
         self._episode_cache = None
         self.episode_source = "derived from instance annotations"
@@ -145,18 +145,6 @@ class Coco20i(SegmentationDataset):
             self.episode_source = str(pkl)
 
     # ------------------------------------------------------------------ annotations
-
-    def _load_json(self) -> dict[str, Any]:
-        try:
-            with open(self.annotation_file, encoding="utf-8") as f:
-                gt = json.load(f)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise self.error(f"unreadable annotation file {self.annotation_file}: {e}") from None
-        if not isinstance(gt, dict) or not all(isinstance(gt.get(k), list) for k in ("images", "annotations",
-                                                                                     "categories")):
-            raise self.error(f"{self.annotation_file} is not a COCO instance file "
-                             "(needs 'images', 'annotations' and 'categories' lists)")
-        return gt
 
     def _index(self, gt: dict[str, Any]) -> None:
         """Map category ids to class indices and group annotations by image."""

@@ -17,7 +17,6 @@ evaluation.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ import torch
 import torch.utils.data
 
 from ...errors import ZerosegError
-from .base import load_data
+from .base import load_data, read_coco_json
 
 SPLITS = ("48_17", "65_15")
 
@@ -175,21 +174,9 @@ class CocoZsiInstances(torch.utils.data.Dataset):
             raise self.error(f"annotation file not found: {self.annotation_file}")
         if not self.image_dir.is_dir():
             raise self.error(f"image folder not found: {self.image_dir}")
-        self._index(self._read_json())
+        self._index(read_coco_json(self.annotation_file, self.error))
 
     # ------------------------------------------------------------------ annotations
-
-    def _read_json(self) -> dict[str, Any]:
-        try:
-            with open(self.annotation_file, encoding="utf-8") as f:
-                gt = json.load(f)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise self.error(f"unreadable annotation file {self.annotation_file}: {e}") from None
-        if not isinstance(gt, dict) or not all(isinstance(gt.get(k), list)
-                                               for k in ("images", "annotations", "categories")):
-            raise self.error(f"{self.annotation_file} is not a COCO instance file "
-                             "(needs 'images', 'annotations' and 'categories' lists)")
-        return gt
 
     def _index(self, gt: dict[str, Any]) -> None:
         """Keep the part's images and, per image, its (class position, segmentation) list."""

@@ -133,7 +133,7 @@ class Segmenter:
     @torch.no_grad()
     def segment(self, image, labels: list[str], *, short_side: int | None = None, window: int | None = None,
                 scales: tuple[float, ...] = (1.0,), flip: bool = False, refine: str | None = None,
-                refine_options: dict | None = None) -> Segmentation:
+                refine_options: dict | None = None, logit_offsets: list[float] | None = None) -> Segmentation:
         """Segment one image (path, PIL image or uint8 array [H, W, 3]) into ``labels``.
 
         The image is resized so its short side is ``short_side`` (None: the model's
@@ -142,7 +142,8 @@ class Segmenter:
         flipped (the paper's multi-scale + flip evaluation); logits are averaged at the
         image's own resolution. ``refine="spectral"`` fuses the prediction with spectral
         eigen-segments of the decoder features (SAZS; see ``zeroseg.spectral.fusion``), using
-        no ground truth.
+        no ground truth. ``logit_offsets`` (one number per label) are added to the averaged logits
+        before the softmax: generalized zero-shot calibration lowers the trained classes' scores.
         """
         start = time.perf_counter()
         array = self.as_rgb_array(image)
@@ -157,7 +158,12 @@ class Segmenter:
                 out = self._windowed(inp, text, window)
                 out = out.flip(-1) if flipped else out
                 total += F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
-        probs = torch.softmax(total[0] / (len(scales) * (2 if flip else 1)), dim=0).cpu().numpy()
+        total = total / (len(scales) * (2 if flip else 1))
+        if logit_offsets is not None:
+            if len(logit_offsets) != len(labels):
+                raise ZerosegError(f"logit_offsets has {len(logit_offsets)} values for {len(labels)} labels")
+            total = total + torch.tensor([float(v) for v in logit_offsets], device=total.device).view(1, -1, 1, 1)
+        probs = torch.softmax(total[0], dim=0).cpu().numpy()
         label_map = probs.argmax(axis=0).astype(np.int32)
         info: dict = {}
         if refine == "spectral":

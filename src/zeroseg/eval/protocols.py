@@ -98,8 +98,10 @@ def _label_set_truth(mask: np.ndarray, labels: LabelSet) -> np.ndarray:
 
 def _predict(segmenter: Any, image: np.ndarray, labels: LabelSet, short_side: int | None,
              refine: str | None = None, refine_options: dict | None = None,
-             oracle_truth: np.ndarray | None = None) -> np.ndarray:
+             oracle_truth: np.ndarray | None = None, offsets: list[float] | None = None) -> np.ndarray:
     options: dict[str, Any] = {"short_side": short_side}
+    if offsets is not None:  # only then: plain segmenters need not know the keyword
+        options["logit_offsets"] = offsets
     if refine:  # only then: plain segmenters need not know the refinement keywords
         options["refine"] = refine
         options["refine_options"] = dict(refine_options or {})
@@ -133,7 +135,8 @@ def _select(data: SynthDataset, protocol: str, max_images: int | None) -> list[i
 def evaluate(segmenter: Any, data_dir: str | Path, protocol: str, out_dir: str | Path | None = None,
              text_control: str | None = None, split: str = "test", max_images: int | None = None,
              seed: int = 0, short_side: int | None = None, progress: bool = True, refine: str | None = None,
-             refine_options: dict | None = None, oracle: bool = False) -> dict:
+             refine_options: dict | None = None, oracle: bool = False,
+             label_offsets: Mapping[str, float] | None = None) -> dict:
     """Run ``protocol`` on ``data_dir``'s ``split`` and return the results (also written to ``out_dir``).
 
     ``segmenter`` needs ``.segment(image, labels, short_side=...)`` returning an object with a
@@ -141,7 +144,9 @@ def evaluate(segmenter: Any, data_dir: str | Path, protocol: str, out_dir: str |
     ``Segmenter``, None means the model's own input size and 0 keeps the image size). Scores
     are percentages. ``refine`` (e.g. "spectral") is passed to ``segment``; ``oracle=True``
     additionally hands the refinement the ground truth (SAZS's published selection rule), a
-    labelled upper bound that a user can never reach. With ``out_dir``, writes
+    labelled upper bound that a user can never reach. ``label_offsets`` (class name -> number
+    added to its logits; see ``zeroseg.eval.calibration``) calibrates generalized zero-shot
+    predictions; names the label set lacks are ignored. With ``out_dir``, writes
     ``metrics.json``, ``per_class_iou.png`` and ``qualitative.png``.
     """
     from tqdm.auto import tqdm
@@ -177,6 +182,9 @@ def evaluate(segmenter: Any, data_dir: str | Path, protocol: str, out_dir: str |
     fixed_set = protocol_label_set(protocol, data.classes, data.seen, data.unseen, name_map=name_map) \
         if protocol != "episode" else None
     examples: list = []            # (sample, is_unseen) for the qualitative figure
+    offsets = None
+    if label_offsets and fixed_set is not None:  # keyed by the true class names, not shown names
+        offsets = [float(label_offsets.get(data.classes[c], 0.0)) if c else 0.0 for c in fixed_set.class_ids]
     model_seconds = 0.0
     start = time.perf_counter()
     for i in tqdm(chosen, desc=f"eval {protocol}", unit="img", disable=not progress):
@@ -185,7 +193,7 @@ def evaluate(segmenter: Any, data_dir: str | Path, protocol: str, out_dir: str |
         t0 = time.perf_counter()
         if fixed_set is not None:
             truth = _label_set_truth(mask, fixed_set) if oracle else None
-            answer = _predict(segmenter, image, fixed_set, short_side, refine, refine_options, truth)
+            answer = _predict(segmenter, image, fixed_set, short_side, refine, refine_options, truth, offsets)
             pred = np.asarray(fixed_set.class_ids)[answer]
             target = mask.copy()
             if protocol == "fixed":  # seen classes have no name in the label set: not scorable
@@ -228,6 +236,7 @@ def evaluate(segmenter: Any, data_dir: str | Path, protocol: str, out_dir: str |
         "short_side": short_side,
         "refine": refine,
         "oracle_upper_bound": oracle,
+        "label_offsets": dict(label_offsets) if label_offsets else None,
         "units": "percent",
         "headline": {"name": headline, "value": metrics[headline]},
         "metrics": metrics,

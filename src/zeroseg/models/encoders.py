@@ -93,9 +93,13 @@ def _out_width(block: nn.Module) -> int:
 
 
 class TimmConvEncoder(nn.Module):
-    """Any timm model with ``features_only`` levels at reductions 4, 8, 16 and 32."""
+    """Any timm model with ``features_only`` levels at reductions 4, 8, 16 and 32.
 
-    def __init__(self, name: str, pretrained_file: str | None = None, **kwargs):
+    ``pretrained``: a registered tag (``imagenet``, see ``zeroseg.models.pretrained``) or a local
+    weights file, loaded into the backbone (never downloaded); ``None``: random init.
+    """
+
+    def __init__(self, name: str, pretrained: str | None = None, **kwargs):
         super().__init__()
         import timm
 
@@ -110,6 +114,10 @@ class TimmConvEncoder(nn.Module):
                                           out_indices=tuple(indices), **kwargs)
         self.widths = list(self.backbone.feature_info.channels())
         self.stride = 32
+        if pretrained:
+            from .pretrained import load_backbone_weights
+
+            load_backbone_weights(self, name, pretrained)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.backbone(x))

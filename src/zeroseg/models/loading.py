@@ -97,7 +97,13 @@ def read_torch_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ZerosegError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            # files in the legacy (pre-zip) format cannot be memory-mapped: read them whole
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ZerosegError(f"cannot read checkpoint {path} (truncated or not a PyTorch checkpoint): {reason}") from None

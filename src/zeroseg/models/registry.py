@@ -38,15 +38,28 @@ def get_config(name: str, **overrides) -> LSegConfig:
     return LSegConfig.from_dict({**_configs()[name], **overrides})
 
 
-def create_model(name_or_config: str | LSegConfig | dict, **overrides) -> LSegNet:
-    """A randomly initialised LSeg network from a registered name or a config."""
+def create_model(name_or_config: str | LSegConfig | dict, pretrained_backbone: str | None = None,
+                 **overrides) -> LSegNet:
+    """An LSeg network from a registered name or a config, with ``overrides`` applied either way.
+
+    The network is randomly initialised except, with ``pretrained_backbone`` (a tag such as
+    ``imagenet`` or a local weights file, see ``zeroseg.models.pretrained``), its image encoder.
+    """
     if isinstance(name_or_config, str):
         cfg = get_config(name_or_config, **overrides)
     elif isinstance(name_or_config, dict):
         cfg = LSegConfig.from_dict({**name_or_config, **overrides})
     else:
-        cfg = name_or_config
-    return LSegNet(cfg)
+        cfg = LSegConfig.from_dict({**name_or_config.to_dict(), **overrides})
+    model = LSegNet(cfg)
+    if pretrained_backbone:
+        from ..errors import ZerosegError
+        from .pretrained import load_backbone_weights
+
+        if cfg.encoder != "timm":
+            raise ZerosegError(f"pretrained_backbone needs a timm convnet encoder; {cfg.backbone!r} is {cfg.encoder!r}")
+        load_backbone_weights(model.image_encoder, cfg.backbone, pretrained_backbone)
+    return model
 
 
 def bundled_weights_path(name: str) -> Path | None:

@@ -21,17 +21,38 @@ from ..data.dataset import IGNORE_INDEX, DatasetIndex
 from ..errors import ZerosegError
 
 
-def seen_label_set(index: DatasetIndex) -> list[str]:
-    """The label set every training image is scored against: background first, then seen classes."""
+def seen_label_set(index: DatasetIndex, held_out: Sequence[str] = ()) -> list[str]:
+    """The label set every training image is scored against: background first, then seen classes.
+
+    ``held_out``: seen classes kept out of training (calibration classes, see
+    ``calibration_classes``); they are not in the label set and their pixels are ignored.
+    """
     background = index.classes[0]
-    return [background] + [c for c in index.seen if c != background]
+    skip = set(held_out)
+    return [background] + [c for c in index.seen if c != background and c not in skip]
 
 
-def seen_lookup(index: DatasetIndex) -> np.ndarray:
+def calibration_classes(index: DatasetIndex, count: int, seed: int = 0) -> list[str]:
+    """``count`` seen classes, drawn by ``seed`` from the sorted seen list, to hold out of training.
+
+    They stand in for unseen classes when choosing the generalized zero-shot calibration on the
+    val split, so that choice never needs an unseen class.
+    """
+    background = index.classes[0]
+    pool = sorted(c for c in index.seen if c != background)
+    if not 0 <= count < len(pool):
+        raise ZerosegError(f"calibration_classes must be in [0, {len(pool) - 1}], got {count}")
+    rng = np.random.default_rng(seed)
+    return sorted(pool[i] for i in rng.choice(len(pool), size=count, replace=False)) if count else []
+
+
+def seen_lookup(index: DatasetIndex, held_out: Sequence[str] = ()) -> np.ndarray:
     """uint8-indexable table: global id -> position in ``seen_label_set`` (-1: forbidden)."""
     table = np.full(256, -1, dtype=np.int64)
-    for pos, name in enumerate(seen_label_set(index)):
+    for pos, name in enumerate(seen_label_set(index, held_out)):
         table[index.class_id(name)] = pos
+    for name in held_out:
+        table[index.class_id(name)] = IGNORE_INDEX
     table[IGNORE_INDEX] = IGNORE_INDEX
     return table
 
@@ -48,6 +69,7 @@ class AugmentConfig:
     scale_max: float = 2.0
     hflip: bool = True
     color_jitter: float = 0.2  # max relative change of brightness, contrast and saturation
+    style: float = 0.0  # probability of each style change (channel shuffle, grayscale, blur, outlines)
 
 
 class SeenSegmentationDataset(Dataset):
@@ -59,14 +81,15 @@ class SeenSegmentationDataset(Dataset):
     """
 
     def __init__(self, index: DatasetIndex, split: str, mean: Sequence[float], std: Sequence[float], *,
-                 train: bool, augment: AugmentConfig | None = None, eval_size: int | None = None, seed: int = 0):
+                 train: bool, augment: AugmentConfig | None = None, eval_size: int | None = None, seed: int = 0,
+                 held_out: Sequence[str] = ()):
         self.index = index
         self.split = split
         self.entries = index.entries(split)
         if not self.entries:
             raise ZerosegError(f"dataset {index.root} has an empty '{split}' split")
-        self.labels = seen_label_set(index)
-        self.lookup = seen_lookup(index)
+        self.labels = seen_label_set(index, held_out)
+        self.lookup = seen_lookup(index, held_out)
         self.mean = torch.tensor(list(mean), dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(list(std), dtype=torch.float32).view(3, 1, 1)
         self.train = train
@@ -122,6 +145,8 @@ class SeenSegmentationDataset(Dataset):
         oy, ox = rng.random(), rng.random()
         flip = rng.random() < 0.5
         jitter = rng.uniform(1 - a.color_jitter, 1 + a.color_jitter, size=3)
+        # drawn after the older draws, so runs without style changes see the same crops as before
+        style = _draw_style(rng) if a.style > 0 else None
         image, target = _resize_short_side(image, target, max(1, round(a.crop_size * scale)))
         c = a.crop_size
         h, w = target.shape
@@ -140,7 +165,39 @@ class SeenSegmentationDataset(Dataset):
             image, target = image[:, ::-1], target[:, ::-1]
         if a.color_jitter > 0:
             image = _color_jitter(image, *jitter)
+        if style is not None:
+            image = apply_style(image, style, a.style)
         return image, target
+
+
+def _draw_style(rng: np.random.Generator) -> dict:
+    """The random numbers of one sample's style change, always the same count and order."""
+    return {"u": rng.random(4), "perm": rng.permutation(3), "blur": float(rng.uniform(0.5, 1.5)),
+            "outline": int(rng.integers(0, 2))}
+
+
+def apply_style(image: np.ndarray, draw: dict, p: float) -> np.ndarray:
+    """Break the artwork's style shortcuts: each change applies with probability ``p``.
+
+    Colour (channel permutation, grayscale), softness (Gaussian blur) and pen strokes (a 3x3
+    min filter thickens dark outlines, a max filter thins them): a model that must name objects
+    under all of these cannot rely on OpenMoji's exact palette or line weight.
+    """
+    from PIL import Image, ImageFilter
+
+    u = draw["u"]
+    if u[0] < p:
+        image = image[..., draw["perm"]]
+    if u[1] < p:
+        g = np.float32(0.299) * image[..., 0] + np.float32(0.587) * image[..., 1] + np.float32(0.114) * image[..., 2]
+        image = np.repeat(np.round(g).astype(np.uint8)[..., None], 3, axis=2)
+    pil = None
+    if u[2] < p:
+        pil = Image.fromarray(np.ascontiguousarray(image)).filter(ImageFilter.GaussianBlur(draw["blur"]))
+    if u[3] < p:
+        pil = (pil or Image.fromarray(np.ascontiguousarray(image)))
+        pil = pil.filter(ImageFilter.MinFilter(3) if draw["outline"] == 0 else ImageFilter.MaxFilter(3))
+    return np.asarray(pil) if pil is not None else np.ascontiguousarray(image)
 
 
 def _resize_short_side(image: np.ndarray, target: np.ndarray, short: int) -> tuple[np.ndarray, np.ndarray]:

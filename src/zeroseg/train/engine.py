@@ -41,6 +41,7 @@ from .data import (
     AugmentConfig,
     EpochShardSampler,
     SeenSegmentationDataset,
+    calibration_classes,
     pad_collate,
     seen_label_set,
 )
@@ -116,7 +117,7 @@ def load_config(path: str | None, overrides: list[str] | None = None, base: dict
     return cfg
 
 
-FLOAT_KEYS = ("lr", "weight_decay", "momentum", "backbone_lr_mult", "poly_power", "color_jitter",
+FLOAT_KEYS = ("lr", "weight_decay", "momentum", "backbone_lr_mult", "poly_power", "color_jitter", "style_augment",
               "scale_min", "scale_max", "edge_loss_weight", "grad_clip")
 
 
@@ -167,12 +168,27 @@ def check_common_config(cfg: dict, ints: tuple[str, ...] = (), optional_ints: tu
         need(isinstance(cfg.get(key), bool), f"{key} must be true or false")
 
 
+def check_held_out_config(cfg: dict) -> None:
+    """``style_augment`` (a probability) and ``calibration_classes`` (a count), shared by both tasks."""
+    if not 0 <= cfg["style_augment"] <= 1:
+        raise ZerosegError("style_augment is a probability: need 0 <= style_augment <= 1")
+    cc = cfg["calibration_classes"]
+    if isinstance(cc, bool) or not isinstance(cc, int) or cc < 0:
+        raise ZerosegError(f"calibration_classes must be an integer >= 0, not {cc!r}")
+
+
 def validate_config(cfg: dict) -> None:
     """Semantic (LSeg) training's config checks."""
     check_common_config(cfg, ints=("crop_size",), optional_ints=("val_size",),
-                        floats=("scale_min", "scale_max", "edge_loss_weight"))
+                        floats=("scale_min", "scale_max", "edge_loss_weight", "style_augment"))
     if not 0 < cfg["scale_min"] <= cfg["scale_max"]:
         raise ZerosegError("need 0 < scale_min <= scale_max")
+    check_held_out_config(cfg)
+    pb = cfg["pretrained_backbone"]
+    if pb is not None and (not isinstance(pb, str) or not pb.strip()):
+        raise ZerosegError("pretrained_backbone must be a tag (e.g. imagenet) or a weights file path")
+    if pb and cfg["init_from"]:
+        raise ZerosegError("pretrained_backbone and init_from exclude each other (init_from loads every weight)")
     losses.check_loss_config(cfg)
 
 
@@ -509,7 +525,9 @@ class Trainer:
     def _read_data(self) -> None:
         """The dataset's index and the label set training scores against (background first)."""
         self.index = DatasetIndex.read(self.cfg["data"])
-        self.labels = seen_label_set(self.index)
+        self.held_out = calibration_classes(self.index, int(self.cfg.get("calibration_classes") or 0),
+                                            int(self.cfg["seed"]))
+        self.labels = seen_label_set(self.index, self.held_out)
         self.seen, self.unseen = list(self.index.seen), list(self.index.unseen)
 
     def _setup_task(self) -> None:
@@ -535,10 +553,11 @@ class Trainer:
             raise ZerosegError(f"crop_size {cfg['crop_size']} is not a multiple of the model stride {stride}")
         mean, std = self.module.config.mean, self.module.config.std
         aug = AugmentConfig(cfg["crop_size"], float(cfg["scale_min"]), float(cfg["scale_max"]),
-                            bool(cfg["hflip"]), float(cfg["color_jitter"]))
-        self.train_ds = SeenSegmentationDataset(self.index, "train", mean, std, train=True, augment=aug, seed=seed)
+                            bool(cfg["hflip"]), float(cfg["color_jitter"]), float(cfg["style_augment"]))
+        self.train_ds = SeenSegmentationDataset(self.index, "train", mean, std, train=True, augment=aug, seed=seed,
+                                                held_out=self.held_out)
         val_ds = SeenSegmentationDataset(self.index, "val", mean, std, train=False,
-                                         eval_size=cfg["val_size"] or cfg["crop_size"])
+                                         eval_size=cfg["val_size"] or cfg["crop_size"], held_out=self.held_out)
         workers = int(cfg["num_workers"])
         pin = d.device.type == "cuda"
         shard = torch.utils.data.Subset(val_ds, list(range(d.rank, len(val_ds), d.world)))
@@ -566,7 +585,7 @@ class Trainer:
         if self.with_edges:
             overrides["edge_head"] = True
         try:
-            return create_model(cfg["model"], **overrides).train()
+            return create_model(cfg["model"], pretrained_backbone=cfg["pretrained_backbone"], **overrides).train()
         except (ValueError, TypeError) as e:
             raise ZerosegError(f"cannot build model {cfg['model']!r}: {e}") from None
 
@@ -632,6 +651,7 @@ class Trainer:
         extra = {"epoch": completed_epochs, "global_step": self.global_step,
                  "val_seen_miou": None if math.isnan(val) else val, "labels": self.labels,
                  "seen": self.seen, "unseen": self.unseen, "dataset": str(self.cfg["data"]),
+                 "calibration_classes": list(self.held_out),
                  "train_text_encoder": self.text_encoder.name if isinstance(self.text_encoder, RandomTextEncoder)
                  else self.module.config.text_encoder}
         save_safetensors(path, self.module, text_encoder=self.text_encoder, extra=extra)

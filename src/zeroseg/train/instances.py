@@ -18,7 +18,7 @@ from torch import nn
 
 from ..errors import ZerosegError
 from . import engine
-from .data import SeenSegmentationDataset, _color_jitter, sample_rng
+from .data import SeenSegmentationDataset, _color_jitter, _draw_style, apply_style, sample_rng
 
 __all__ = ["InstanceTrainer", "SeenInstanceDataset", "instance_collate", "validate_instance_config",
            "train_instances", "load_instance_config"]
@@ -27,7 +27,8 @@ DEFAULTS = "instances.yaml"
 
 
 def validate_instance_config(cfg: dict) -> None:
-    engine.check_common_config(cfg, ints=("val_images",))
+    engine.check_common_config(cfg, ints=("val_images",), floats=("style_augment",))
+    engine.check_held_out_config(cfg)
     if cfg.get("dataset") not in ("synth", "coco_zsi"):
         raise ZerosegError(f"dataset must be synth or coco_zsi, not {cfg.get('dataset')!r}")
     if isinstance(cfg.get("coco_split"), int):  # YAML 1.1 reads 48_17 as the integer 4817
@@ -48,7 +49,15 @@ class SeenInstanceDataset(SeenSegmentationDataset):
     ``target``: boxes [N, 4] xyxy, labels [N] (positions in ``seen_label_set``: 1..C), masks
     uint8 [N, H, W]; one instance per class present. Training adds a flip and colour jitter
     (image size is the model's business: its transform resizes, multi-scale in training).
+    Images showing a held-out (calibration) class are dropped, as images showing an unseen class
+    are: otherwise their objects would be learned as background.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        held = set(kwargs.get("held_out") or ())
+        if held:
+            self.entries = [e for e in self.entries if not held.intersection(e.get("classes", []))]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         image, target = self.load(i)
@@ -58,8 +67,11 @@ class SeenInstanceDataset(SeenSegmentationDataset):
             jitter = rng.uniform(1 - self.augment.color_jitter, 1 + self.augment.color_jitter, size=3)
             if self.augment.hflip and flip:
                 image, target = image[:, ::-1], target[:, ::-1]
+            style = _draw_style(rng) if self.augment.style > 0 else None
             if self.augment.color_jitter > 0:
                 image = _color_jitter(np.ascontiguousarray(image), *jitter)
+            if style is not None:
+                image = apply_style(np.ascontiguousarray(image), style, self.augment.style)
         return to_tensor(image), instance_target(target)
 
 
@@ -105,6 +117,7 @@ class InstanceTrainer(engine.Trainer):
 
         split = coco_zsi_split(str(self.cfg["coco_split"]))
         self.index = None
+        self.held_out: list[str] = []
         self.seen, self.unseen = split["seen"], split["unseen"]
         self.labels = ["background"] + self.seen  # row 0 is the model's own background embedding
 
@@ -138,10 +151,12 @@ class InstanceTrainer(engine.Trainer):
             self.train_ds = CocoZsiInstances(cfg["data"], "train", split, "seen", hflip=bool(cfg["hflip"]), seed=seed)
             self.val_ds = CocoZsiInstances(cfg["data"], "val", split, "seen")
         else:
-            aug = AugmentConfig(hflip=bool(cfg["hflip"]), color_jitter=float(cfg["color_jitter"]))
+            aug = AugmentConfig(hflip=bool(cfg["hflip"]), color_jitter=float(cfg["color_jitter"]),
+                                style=float(cfg["style_augment"]))
             self.train_ds = SeenInstanceDataset(self.index, "train", (0, 0, 0), (1, 1, 1), train=True,
-                                                augment=aug, seed=seed)
-            self.val_ds = SeenInstanceDataset(self.index, "val", (0, 0, 0), (1, 1, 1), train=False)
+                                                augment=aug, seed=seed, held_out=self.held_out)
+            self.val_ds = SeenInstanceDataset(self.index, "val", (0, 0, 0), (1, 1, 1), train=False,
+                                              held_out=self.held_out)
         self.collate_fn = instance_collate
 
     def _build_model(self) -> nn.Module:
@@ -195,6 +210,7 @@ class InstanceTrainer(engine.Trainer):
         extra = {"epoch": completed_epochs, "global_step": self.global_step,
                  self.METRIC: None if math.isnan(val) else val, "labels": self.labels[1:],
                  "seen": self.seen, "unseen": self.unseen, "dataset": str(self.cfg["data"]),
+                 "calibration_classes": list(self.held_out),
                  "train_text_encoder": self.text_encoder.name if isinstance(self.text_encoder, engine.RandomTextEncoder)
                  else self.module.config.text_encoder}
         save_zsi_model(path, self.module, extra=extra)

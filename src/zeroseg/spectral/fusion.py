@@ -95,9 +95,13 @@ def oracle_select(probs: np.ndarray, candidates: list[np.ndarray], ground_truth:
 def spectral_refine(segmenter: Any, image: np.ndarray, probs: np.ndarray, *, short_side: int | None = None,
                     method: str = "select", k: int = 5, n_segments: int | None = None, confidence: float = 0.5,
                     iou_threshold: float = 0.5, lam: float = 0.0, seed: int = 0,
+                    features: str | Any = "decoder",
                     ground_truth: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
-    """Eigen-segments of the segmenter's own decoder features, fused with ``probs`` [C, H, W].
+    """Eigen-segments of a feature map, fused with ``probs`` [C, H, W].
 
+    ``features``: ``"decoder"`` (the segmenter's own decoder features), ``"imagenet[...]"`` (an
+    ImageNet classification convnet that never saw a mask, see ``ImageNetFeatures``; built once
+    per segmenter) or any callable image -> [C, h, w] (e.g. a local DINO ViT via ``load_vit``).
     ``ground_truth`` (label-set indices) switches to the oracle and exists for evaluation only.
     """
     from ..errors import ZerosegError
@@ -105,8 +109,13 @@ def spectral_refine(segmenter: Any, image: np.ndarray, probs: np.ndarray, *, sho
 
     if method not in FUSION_METHODS:
         raise ZerosegError(f"unknown fusion method {method!r}; expected one of {', '.join(FUSION_METHODS)}")
-    features = segmenter.decoder_features(image, short_side)
-    result = eigen_segments(features, image if lam > 0 else None, k=k, n_segments=n_segments, lam=lam, seed=seed)
+    if callable(features):
+        feats = features(image)
+    elif features == "decoder":
+        feats = segmenter.decoder_features(image, short_side)
+    else:
+        feats = segmenter.spectral_feature_source(features)(image)
+    result = eigen_segments(feats, image if lam > 0 else None, k=k, n_segments=n_segments, lam=lam, seed=seed)
     size = probs.shape[1:]
     segments = upsample_segments(result.segments, size)
     if method == "pool" and ground_truth is None:

@@ -1,21 +1,31 @@
-"""The default model on the synthetic test split: zero-shot quality and CPU inference time.
+"""The default model on the synthetic test split: zero-shot quality, robustness to other drawing
+styles and CPU inference time.
 
 Run: .venv/bin/python benchmarks/bench_default_model.py --data DIR [--model default]
 (DIR from `zeroseg data synth --out DIR`, default seed 0). Writes
 benchmarks/results/default_model.json and, per protocol, metrics + charts under
-benchmarks/results/eval_<protocol>/. Nothing here tunes anything: it only measures.
+benchmarks/results/eval_<protocol>/. Nothing here tunes anything on test data or unseen classes:
+the one choice made (the GZS seen-score offset) is made on the val split with the model's
+calibration classes (seen classes held out of its training), see zeroseg.eval.calibration.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 from common import RESULTS, write_results
 
 import zeroseg
 from zeroseg.data.dataset import SynthDataset
+from zeroseg.data.restyle import STYLES, restyle_split
+from zeroseg.eval.calibration import choose_seen_offset, seen_offsets
 from zeroseg.eval.protocols import evaluate
+from zeroseg.models.loading import read_safetensors_metadata
+from zeroseg.models.registry import bundled_weights_path
 
 
 def inference_seconds(seg, data: SynthDataset, n: int = 30) -> float:
@@ -31,32 +41,67 @@ def inference_seconds(seg, data: SynthDataset, n: int = 30) -> float:
     return statistics.median(times)
 
 
+def model_extra(source: str) -> dict:
+    path = bundled_weights_path(source) or Path(source)
+    return json.loads(read_safetensors_metadata(path).get("extra", "{}"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", required=True)
     parser.add_argument("--model", default="default")
     parser.add_argument("--max-images", type=int, default=None)
+    parser.add_argument("--out", default="default_model", help="results name (benchmarks/results/NAME.json)")
+    parser.add_argument("--no-styles", action="store_true", help="skip the re-styled test scenes")
     args = parser.parse_args()
 
     seg = zeroseg.load_model(args.model)
     data = SynthDataset(args.data, "test")
+    extra = model_extra(args.model)
     results: dict = {"model": args.model, "data": args.data, "test_images": len(data)}
     results["inference_s_per_image_median"] = round(inference_seconds(seg, data), 4)
+    prefix = "" if args.out == "default_model" else f"{args.out}_"
     runs = {"fixed": ("fixed", None), "fixed_shuffled_text": ("fixed", "shuffle"), "gzs": ("gzs", None),
             "episode": ("episode", None), "episode_shuffled_text": ("episode", "shuffle")}
     for name, (protocol, control) in runs.items():
-        m = evaluate(seg, args.data, protocol, out_dir=RESULTS / f"eval_{name}", text_control=control,
+        m = evaluate(seg, args.data, protocol, out_dir=RESULTS / f"eval_{prefix}{name}", text_control=control,
                      max_images=args.max_images, progress=False)
-        results[name] = {k: v for k, v in m["metrics"].items()}
-        print(name, m["headline"])
+        results[name] = dict(m["metrics"])
+        print(name, m["headline"], flush=True)
+
+    held = extra.get("calibration_classes") or []
+    if held:  # GZS calibration: chosen on val with the held-out seen classes, then applied to test
+        cal = choose_seen_offset(seg, args.data, extra["labels"], held, progress=False)
+        results["gzs_calibration"] = cal
+        m = evaluate(seg, args.data, "gzs", out_dir=RESULTS / f"eval_{prefix}gzs_calibrated",
+                     label_offsets=seen_offsets(extra["labels"], cal["offset"]), max_images=args.max_images,
+                     progress=False)
+        results["gzs_calibrated"] = dict(m["metrics"])
+        print("gzs calibrated", cal["offset"], m["headline"], flush=True)
+
+    if not args.no_styles:
+        results["styles"] = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for style in STYLES:
+                styled = restyle_split(args.data, Path(tmp) / style, style)
+                m = evaluate(seg, styled, "fixed", max_images=args.max_images, progress=False,
+                             out_dir=RESULTS / f"eval_{prefix}style_{style}" if style == "all" else None)
+                g = evaluate(seg, styled, "gzs", max_images=args.max_images, progress=False)
+                results["styles"][style] = {"fixed_miou_unseen": m["metrics"]["miou_unseen"],
+                                            "gzs_miou_seen": g["metrics"]["miou_seen"]}
+                print("style", style, results["styles"][style], flush=True)
+
+    gzs = results.get("gzs_calibrated", results["gzs"])
     fixed, control = results["fixed"]["miou_unseen"], results["fixed_shuffled_text"]["miou_unseen"]
     results["targets"] = {
-        "gzs_seen_miou>=60": results["gzs"]["miou_seen"] >= 60,
         "fixed_unseen_miou>=30": fixed >= 30,
-        "fixed_unseen>=2x_shuffled": fixed >= 2 * control,
-        "inference<=0.25s": results["inference_s_per_image_median"] <= 0.25,
+        "shuffled_control<=fixed/3": control <= fixed / 3,
+        "gzs_seen_miou>=60": gzs["miou_seen"] >= 60,
+        "gzs_hiou>=20": gzs["hiou"] >= 20,
+        "episode_unseen_fbiou>=75": results["episode"]["fbiou_unseen"] >= 75,
+        "inference<=0.15s": results["inference_s_per_image_median"] <= 0.15,
     }
-    write_results("default_model", results)
+    write_results(args.out, results)
 
 
 if __name__ == "__main__":

@@ -111,3 +111,47 @@ def test_restyled_split_keeps_scenes_and_masks(dataset, tmp_path):
         assert (ma == mb).all() and a.shape == b.shape and not (a == b).all()
     with pytest.raises(ZerosegError, match="unknown style"):
         restyle_image(None, "cubist")
+
+
+class OneLabelPerObject:
+    """Each val object gets the single label with the best calibrated score (as NMS across labels
+    leaves it): a trained-class object scores 0.9 as itself and 0.2 as the calibration class; a
+    calibration-class object scores 0.9 as the trained class and 0.6 as itself. So C in (0.3, 0.7]
+    is right, C <= 0.3 misses the calibration class, C > 0.7 renames the trained class."""
+
+    source = "one-label-per-object"
+
+    def __init__(self, data, trained: str, held: str):
+        index = DatasetIndex.read(data)
+        self.index, self.trained, self.held = index, trained, held
+        self.truth = {index.load(e)[0].tobytes(): index.load(e)[1] for e in index.entries("val")}
+
+    def detect(self, image, labels, seen_labels=None, calibration=0.0, score_threshold=0.0):
+        from zeroseg.instances import Instances
+        from zeroseg.train.instances import instance_target
+
+        target = instance_target(self.truth[np.asarray(image).tobytes()])
+        names = [self.index.classes[int(c)] for c in target["labels"]]
+        scores = {self.trained: {self.trained: 0.9, self.held: 0.2}, self.held: {self.trained: 0.9, self.held: 0.6}}
+        picked, conf = [], []
+        for n in names:
+            s = {lab: v - (calibration if lab in (seen_labels or []) else 0.0) for lab, v in scores[n].items()}
+            best = max(s, key=s.get)
+            picked.append(labels.index(best))
+            conf.append(s[best])
+        return Instances(boxes=target["boxes"].numpy(), scores=np.array(conf), label_ids=np.array(picked),
+                         masks=target["masks"].numpy().astype(bool), labels=list(labels))
+
+
+def test_instance_calibration_is_chosen_on_calibration_classes(dataset):
+    from zeroseg.data.instances import read_instances, write_instance_annotations
+    from zeroseg.eval.instance_protocols import choose_instance_calibration
+
+    write_instance_annotations(dataset, ["val"], progress=False)
+    gt = read_instances(dataset, "val")
+    ids = {c["name"]: int(c["id"]) for c in gt["categories"]}
+    seg = OneLabelPerObject(dataset, "red square", "green disc")
+    cal = choose_instance_calibration(seg, gt, dataset, [ids["red square"]], [ids["green disc"]], progress=False)
+    assert cal["calibration"] == 0.5 and cal["hm_map50"] == pytest.approx(1.0)
+    by_c = {row["calibration"]: row for row in cal["table"]}
+    assert by_c[0.0]["map50_calibration"] == 0.0 and by_c[1.0]["map50_trained"] == 0.0

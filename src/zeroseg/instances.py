@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .device import resolve_device
 from .errors import ZerosegError
 from .text.base import CachedTextEncoder, TextEncoder
 
@@ -65,7 +66,7 @@ class InstanceSegmenter:
 
     def __init__(self, model: torch.nn.Module, text_encoder: TextEncoder, source: str = "",
                  extra: dict | None = None, device: str = "cpu"):
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.config = model.config
         self.text_encoder = text_encoder if isinstance(text_encoder, CachedTextEncoder) \
@@ -99,6 +100,18 @@ class InstanceSegmenter:
                 offsets[i + 1] = -float(calibration)
         return offsets.to(self.device)
 
+    MIN_RESIZED_SIDE = 16  # pixels: below this the backbone's stride-32 level would be empty
+
+    def check_work(self, h: int, w: int) -> None:
+        """The detector resizes so the short side is ``min_size`` unless the long side would pass
+        ``max_size``; refuse an image whose short side would then shrink to a few pixels."""
+        cfg = self.model.config
+        factor = min(cfg.min_size / min(h, w), cfg.max_size / max(h, w))
+        if min(h, w) * factor < self.MIN_RESIZED_SIDE:
+            raise ZerosegError(f"a {w}x{h} image is too elongated for the detector: resized to fit "
+                               f"{cfg.max_size} px its short side would be {min(h, w) * factor:.1f} px "
+                               f"(at least {self.MIN_RESIZED_SIDE}); crop it first")
+
     @torch.no_grad()
     def detect(self, image, labels: list[str], *, seen_labels: list[str] | None = None, calibration: float = 0.0,
                score_threshold: float = 0.05, mask_threshold: float = 0.5, max_detections: int = 100,
@@ -114,6 +127,7 @@ class InstanceSegmenter:
 
         labels = parse_labels([str(lab) for lab in labels])
         array = Segmenter.as_rgb_array(image)
+        self.check_work(*array.shape[:2])
         start = time.perf_counter()
         emb = self.embeddings(labels)
         x = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32) / 255.0)

@@ -11,6 +11,8 @@ import numpy as np
 from .errors import ZerosegError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+# Largest image decoded (pixels, read from the header before decoding): 40 megapixels.
+MAX_INPUT_PIXELS = 40_000_000
 
 
 @contextlib.contextmanager
@@ -51,9 +53,12 @@ def _format_for(path: Path) -> str:
     return {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), "PNG")
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """An RGB image as uint8 [H, W, 3]; a missing, corrupt or unsupported file is a ZerosegError."""
-    from PIL import Image, UnidentifiedImageError
+def load_image(path: str | Path, max_pixels: int | None = MAX_INPUT_PIXELS, upright: bool = False) -> np.ndarray:
+    """An RGB image as uint8 [H, W, 3]; a missing, corrupt, unsupported or too large file
+    (more than ``max_pixels``, read off the header before decoding; None: no limit) is a
+    ZerosegError. ``upright``: apply the EXIF orientation (a phone's rotated JPEG comes out as
+    it is shown); datasets keep the stored pixel layout, which their masks are drawn on."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     if not path.exists():
@@ -62,12 +67,22 @@ def load_image(path: str | Path) -> np.ndarray:
         raise ZerosegError(f"expected an image file, got a directory: {path}")
     try:
         with Image.open(path) as im:
+            w, h = im.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise ZerosegError(f"image {path} is {w}x{h} = {w * h / 1e6:.1f} megapixels, over the limit of "
+                                   f"{max_pixels / 1e6:g} (--max-input-pixels)")
+            if w < 1 or h < 1:
+                raise ZerosegError(f"image {path} is empty ({w}x{h})")
             im.load()
+            if upright:
+                im = ImageOps.exif_transpose(im)
             return np.asarray(im.convert("RGB"))
     except UnidentifiedImageError:
         raise ZerosegError(f"not an image or unsupported format: {path}") from None
-    except (OSError, ValueError, SyntaxError) as e:
-        raise ZerosegError(f"corrupt image {path}: {e}") from None
+    except Image.DecompressionBombError as e:
+        raise ZerosegError(f"image {path} refused as a possible decompression bomb: {e}") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise ZerosegError(f"corrupt image {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
 def collect_images(inputs: list[str | Path]) -> list[Path]:
@@ -110,3 +125,35 @@ def parse_labels(text: str | list[str]) -> list[str]:
     if dups:
         raise ZerosegError(f"duplicate label(s): {', '.join(dict.fromkeys(dups))}")
     return labels
+
+
+def output_stems(paths: list[Path]) -> list[str]:
+    """A distinct output name per input, in input order, whatever the file names.
+
+    The stem (``a`` for ``a.png``) when no other input shares it; otherwise the name with its
+    extension (``a.png`` -> ``a.png``, ``a.jpg`` -> ``a.jpg``); if that still collides (the same
+    name in two folders, or a real file named ``a.png.png``), ``~2``, ``~3``... are appended in
+    input order. So ``a.jpg``, ``a.png`` and ``a_1.png`` give ``a.jpg``, ``a.png`` and ``a_1``:
+    no output ever overwrites another input's.
+    """
+    from collections import Counter
+
+    stems = Counter(p.stem.lower() for p in paths)
+    names: list[str] = []
+    taken: set[str] = set()
+    wanted = [p.stem if stems[p.stem.lower()] == 1 else p.name for p in paths]
+    reserved = Counter(w.lower() for w in wanted)
+    for w in wanted:
+        name, k = w, 1
+        while name.lower() in taken or (name != w and name.lower() in reserved):
+            k += 1
+            name = f"{w}~{k}"
+        taken.add(name.lower())
+        names.append(name)
+    return names
+
+
+def check_label_count(labels: list[str], limit: int = 256) -> None:
+    """The palette PNG label map indexes 8 bits: refuse more labels before any work is done."""
+    if len(labels) > limit:
+        raise ZerosegError(f"{len(labels)} labels given; at most {limit} fit the palette PNG label map")

@@ -236,7 +236,12 @@ def load_safetensors_model(path: str | Path, with_text: bool = True):
     tensors = load_file(str(path))
     model_sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     text_sd = {k[5:]: v for k, v in tensors.items() if k.startswith("text.")}
-    model = _build_on_meta(cfg)
+    try:
+        model = _build_on_meta(cfg)
+    except (ValueError, TypeError, KeyError, RuntimeError, AttributeError) as e:  # e.g. an unknown timm backbone
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ZerosegError(f"{path}: its config does not describe a buildable model "
+                           f"(encoder {cfg.encoder!r}, backbone {cfg.backbone!r}): {reason}") from None
     assign_weights(model, model_sd, f"model file {path.name}")
     if not with_text:
         text = None

@@ -37,14 +37,36 @@ class LSegConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "LSegConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(d) - set(known)
         if unknown:
             raise ValueError(f"unknown LSeg config fields: {sorted(unknown)}")
+        _check_types(d)
         return cls(**d)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+_FIELD_TYPES = {"encoder": str, "backbone": str, "readout": str, "text_encoder": str, "activation": str,
+                "description": str, "features": int, "embed_dim": int, "arch_option": int, "block_depth": int,
+                "input_size": int, "logit_scale": (int, float), "edge_head": bool, "backbone_kwargs": dict,
+                "mean": list, "std": list, "hooks": (list, type(None)), "widths": (list, type(None))}
+
+
+def _check_types(d: dict) -> None:
+    """A config read from a file must have the field types the network code expects."""
+    for key, value in d.items():
+        want = _FIELD_TYPES.get(key)
+        if want is None:
+            continue
+        ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+        if ok and key in ("mean", "std"):
+            ok = len(value) == 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        if ok and key in ("hooks", "widths") and value is not None:
+            ok = all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        if not ok:
+            raise TypeError(f"config field {key!r} has the wrong type ({type(value).__name__}: {value!r:.40})")
 
 
 def build_image_encoder(cfg: LSegConfig) -> nn.Module:

@@ -24,10 +24,17 @@ class TextEncoder(ABC):
     def checked_templates(templates: list[str] | None) -> list[str]:
         from ..errors import ZerosegError
 
+        import string
+
         templates = list(templates) if templates else ["{}"]
         for t in templates:
-            if "{}" not in t:
-                raise ZerosegError(f"prompt template {t!r} has no '{{}}' for the label")
+            try:
+                fields = [f for _, f, _, _ in string.Formatter().parse(t) if f is not None]
+            except ValueError as e:
+                raise ZerosegError(f"prompt template {t!r} is malformed ({e}); write braces as {{{{ }}}}") from None
+            if fields != [""]:
+                raise ZerosegError(f"prompt template {t!r} must hold exactly one '{{}}' for the label "
+                                   f"and no other {{fields}}, e.g. 'a photo of a {{}}'")
         return templates
 
     @abstractmethod

@@ -19,6 +19,7 @@ import io
 import math
 import os
 import random
+import re
 import sys
 import time
 from importlib import resources
@@ -95,9 +96,13 @@ def load_config(path: str | None, overrides: list[str] | None = None, base: dict
         if not p.is_file():
             raise ZerosegError(f"config file not found: {p}")
         try:
-            user = yaml.safe_load(p.read_text()) or {}
+            user = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             raise ZerosegError(f"cannot parse {p}: {str(e).splitlines()[0]}") from None
+        except UnicodeDecodeError:
+            raise ZerosegError(f"cannot parse {p}: not a UTF-8 text file (a YAML config was expected)") from None
+        except OSError as e:
+            raise ZerosegError(f"cannot read {p}: {e.strerror or e}") from None
         if not isinstance(user, dict):
             raise ZerosegError(f"{p} must hold a mapping of config keys")
         cfg = _merge(cfg, user, str(p))
@@ -403,6 +408,22 @@ def _one_line(e: ZerosegError) -> str:
     return last.split("ZerosegError: ", 1)[1] if "ZerosegError: " in last else last
 
 
+# Temporary files of zeroseg.io.atomic_path for a run's own outputs: ".<name>.<random>.tmp".
+_RUN_TEMP = re.compile(r"^\.(state\.pt|.+\.safetensors|log\.csv|config\.yaml)\.[A-Za-z0-9_]+\.tmp$")
+
+
+def remove_stale_temp_files(out: Path) -> list[str]:
+    """Delete half-written files a killed run left behind (only one process writes a run's
+    folder, so at start any such file is stale); returns their names."""
+    removed = []
+    for f in out.iterdir():
+        if _RUN_TEMP.match(f.name) and f.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+                removed.append(f.name)
+    return removed
+
+
 def _write_text_atomic(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -484,6 +505,7 @@ class Trainer:
             from ..io import ensure_writable_dir
 
             ensure_writable_dir(self.out)
+            remove_stale_temp_files(self.out)
         self.collate_fn = None
         self._setup_task()
         self.sampler = EpochShardSampler(len(self.train_ds), int(cfg["batch_size"]), d.world, d.rank, seed)
@@ -745,11 +767,14 @@ class Trainer:
     def run(self) -> dict:
         d = self.dist
         self.t0 = time.perf_counter()
+        self._bar = None
         try:
             return self._run()
         except ZerosegError as e:
             raise ZerosegError(_one_line(e)) from None
         finally:
+            if self._bar is not None:  # an error then starts on a line of its own, not after the bar
+                self._bar.close()
             d.close()
 
     def _say(self, msg: str) -> None:
@@ -788,7 +813,7 @@ class Trainer:
             if d.main and self.progress:
                 from tqdm import tqdm
 
-                bar = tqdm(total=self.steps_per_epoch, initial=self.epoch_step, desc=f"epoch {self.epoch + 1}",
+                bar = self._bar = tqdm(total=self.steps_per_epoch, initial=self.epoch_step, desc=f"epoch {self.epoch + 1}",
                            unit="step", dynamic_ncols=True, leave=False)
             tick = time.perf_counter()
             for batch in self.train_loader:

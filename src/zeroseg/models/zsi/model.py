@@ -281,8 +281,13 @@ def load_zsi_model(path: str | Path) -> tuple[ZSIModel, dict]:
         extra = json.loads(meta.get("extra", "{}"))
     except (ValueError, TypeError) as e:
         raise ZerosegError(f"{path} has a malformed config: {e}") from None
-    with torch.device("meta"):
-        model = ZSIModel(config)
+    try:
+        with torch.device("meta"):
+            model = ZSIModel(config)
+    except (ValueError, TypeError, KeyError, RuntimeError, AttributeError, IndexError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ZerosegError(f"{path}: its config does not describe a buildable model "
+                           f"(backbone {config.backbone!r}): {reason}") from None
     state = load_file(str(path))
     missing = sorted(set(model.state_dict()) - set(state))
     unexpected = sorted(set(state) - set(model.state_dict()))

@@ -462,3 +462,40 @@ def test_memory_bound_on_huge_or_elongated_images(which, files, tiny_model_file,
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("zeroseg: error: ")
     rss_mb = int(proc.stdout.split("RSS_KB")[1]) / 1024
     assert rss_mb < 1500, rss_mb  # torch + MiniLM + the tiny model take ~700 MB; the image adds nothing
+
+
+# ----------------------------------------------------------------------------- training leftovers
+def test_training_start_removes_stale_temp_files(train_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = [out / ".state.pt.k3j2l1.tmp", out / ".last.safetensors.x9y8z7.tmp", out / ".log.csv.abc123.tmp"]
+    for f in stale:
+        f.write_bytes(b"half written" * 1000)
+    keep = out / ".notes.tmp"  # not a name zeroseg writes: left alone
+    keep.write_text("mine")
+    from test_train import TINY
+
+    tiny = [f"{k}={json.dumps(v)}" for k, v in TINY.items() if k != "model_overrides"]
+    tiny += [f"model_overrides.{k}={v}" for k, v in TINY["model_overrides"].items()]
+    rc, _, err = run_cli(["train", "--no-progress", f"data={train_data}", f"out={out}", *tiny, "max_steps=1"], capsys)
+    assert rc == 0, err
+    assert not any(f.exists() for f in stale) and keep.exists()
+
+
+def test_training_error_starts_on_its_own_line(train_data, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(train_data, data)
+    index = json.loads((data / "index.json").read_text())
+    (data / index["splits"]["train"][3]["image"]).write_bytes(b"not a png")
+    from test_train import TINY
+
+    tiny = [f"{k}={json.dumps(v)}" for k, v in TINY.items() if k != "model_overrides"]
+    tiny += [f"model_overrides.{k}={v}" for k, v in TINY["model_overrides"].items()]
+    rc, _, err = run_cli(["train", f"data={data}", f"out={tmp_path / 'run'}", *tiny, "seed=0"], capsys)
+    assert rc == 2 and "Traceback" not in err
+    at = err.index("zeroseg: error: ")
+    assert at == 0 or err[at - 1] in "\r\n", repr(err[max(0, at - 80):at + 40])
+    assert "epoch 1" in err[:at]  # the progress bar was on screen when the error came
+    assert "not an image" in err[at:] and err[at:].count("\n") == 1

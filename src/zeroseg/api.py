@@ -251,6 +251,10 @@ def load_model(source: str | Path = "default", arch_option: int = 0, block_depth
                                "or a path to a .ckpt / .safetensors file")
     if path.is_dir():
         raise ZerosegError(f"expected a model file, got a directory: {path}")
+    if path.suffix.lower() == ".onnx":
+        from .export import load_onnx_model
+
+        return load_onnx_model(path, device=device)
     with open(path, "rb") as f:
         magic = f.read(2)
     if magic == b"PK":  # torch.save's zip container

@@ -97,6 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help='prompt template such as "a photo of a {}" (repeatable)')
     _add_refine_args(p)
     _add_model_args(p)
+    p.add_argument("--runtime", choices=("torch", "onnx"), default=None,
+                   help="torch (default) or onnx: run a file written by `zeroseg export` with onnxruntime "
+                        "(the default for .onnx models)")
+    p.add_argument("--text-model", default=None,
+                   help="onnx runtime only: take the text encoder from this .safetensors/.ckpt (CLIP towers)")
+
+    p = sub.add_parser("export", help="export an LSeg model's network to ONNX (for --runtime onnx)")
+    p.add_argument("model", help="a registered name with weights (default), a zeroseg .safetensors or an official .ckpt")
+    p.add_argument("output", help="the .onnx file to write")
+    p.add_argument("--arch-option", type=int, default=0, choices=(0, 1, 2))
+    p.add_argument("--block-depth", type=int, default=0)
 
     p = sub.add_parser("convert", help="convert an official LSeg .ckpt to a zeroseg .safetensors (once)")
     p.add_argument("checkpoint")
@@ -205,7 +216,15 @@ def cmd_segment(args) -> int:
     check_label_count(labels)
     images = collect_images(args.inputs)
     out = ensure_writable_dir(args.out)
-    segmenter = load_model(args.model, args.arch_option, args.block_depth, device=args.device)
+    runtime = args.runtime or ("onnx" if str(args.model).lower().endswith(".onnx") else "torch")
+    if runtime == "onnx":
+        from .export import load_onnx_model
+
+        if not str(args.model).lower().endswith(".onnx"):
+            raise ZerosegError(f"--runtime onnx runs an exported file; first: zeroseg export {args.model} model.onnx")
+        segmenter = load_onnx_model(args.model, device=args.device, text_model=args.text_model)
+    else:
+        segmenter = load_model(args.model, args.arch_option, args.block_depth, device=args.device)
     if args.template:
         segmenter.set_templates(args.template)
     options = dict(window=args.window, flip=args.flip, refine=args.refine,
@@ -226,6 +245,22 @@ def cmd_segment(args) -> int:
         top = sorted(seg.fractions().items(), key=lambda kv: -kv[1])
         found = ", ".join(f"{k} {100 * v:.0f}%" for k, v in top if v >= 0.005)
         tqdm.write(f"{path}: {found} -> {written['overlay']}", file=sys.stdout)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .api import load_model
+    from .export import export_onnx
+
+    start = time.perf_counter()
+    out = Path(args.output)
+    if out.suffix.lower() != ".onnx":
+        raise ZerosegError(f"the output should be a .onnx file, got {out}")
+    if not out.parent.exists():
+        raise ZerosegError(f"output directory does not exist: {out.parent}")
+    seg = load_model(args.model, args.arch_option, args.block_depth)
+    export_onnx(seg.model, out, text_encoder=seg.config.text_encoder)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f}s")
     return 0
 
 
@@ -422,7 +457,7 @@ def cmd_eval_instances(args) -> int:
     return 0
 
 
-COMMANDS = {"segment": cmd_segment, "convert": cmd_convert, "models": cmd_models, "data": cmd_data,
+COMMANDS = {"segment": cmd_segment, "export": cmd_export, "convert": cmd_convert, "models": cmd_models, "data": cmd_data,
             "eval": cmd_eval, "instances": cmd_instances,
             "eval-instances": cmd_eval_instances}
 

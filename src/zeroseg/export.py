@@ -1,0 +1,153 @@
+"""ONNX export of an LSeg network, and a runtime that runs the exported file with onnxruntime.
+
+What is exported: the whole image side *and* the scoring, as one graph
+
+    (images [B, 3, H, W] normalized, text [C, D]) -> (logits [B, C, H, W], pixels [B, D, H/2, W/2])
+
+with B, H, W and C dynamic. The text embeddings are a second input rather than baked in, so one
+file serves any label set, and the text encoder stays in zeroseg (where embeddings are cached
+per label set, and where a CLIP text tower would otherwise need exporting as a second model).
+Scoring and the spatial regularization blocks are in the graph because they are part of the
+network's function (the regularization has learned weights): a runtime needs nothing from
+PyTorch but the text embeddings. H and W must be multiples of the model's stride (``Segmenter``
+pads them). The model config, the text encoder spec and the stride are stored in the file's
+metadata, so ``load_onnx_model`` rebuilds the rest.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ZerosegError
+from .models.lseg import LSegConfig, LSegNet
+
+ONNX_FORMAT = "zeroseg/lseg-onnx-1"
+OPSET = 18
+
+__all__ = ["ONNX_FORMAT", "export_onnx", "OnnxLSeg", "load_onnx_model"]
+
+
+class _ExportGraph(nn.Module):
+    """The function that goes into the ONNX file."""
+
+    def __init__(self, model: LSegNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels = self.model.pixel_embeddings(images)
+        return self.model.score(pixels, text), pixels
+
+
+def export_onnx(model: LSegNet, path: str | Path, *, text_encoder: str | None = None, sample_size: int = 64,
+                num_labels: int = 3) -> Path:
+    """Write ``model`` (eval mode, CPU, float32) to ``path`` as ONNX; returns the path.
+
+    ``text_encoder``: the spec stored for the runtime (default: the model config's).
+    """
+    import onnx
+
+    from .io import atomic_path
+
+    path = Path(path)
+    model = model.float().cpu().eval()
+    cfg = model.config
+    size = max(model.stride, sample_size // model.stride * model.stride)
+    images = torch.randn(1, 3, size, size + model.stride)
+    text = F.normalize(torch.randn(num_labels, cfg.embed_dim), dim=1)
+    graph = _ExportGraph(model).eval()
+    dims = {"images": {0: "batch", 2: "height", 3: "width"}, "text": {0: "labels"},
+            "logits": {0: "batch", 1: "labels", 2: "height", 3: "width"},
+            "pixels": {0: "batch", 2: "height_2", 3: "width_2"}}
+    with atomic_path(path) as tmp, torch.no_grad():
+        torch.onnx.export(graph, (images, text), str(tmp), input_names=["images", "text"],
+                          output_names=["logits", "pixels"], dynamic_axes=dims, opset_version=OPSET,
+                          dynamo=False)
+        proto = onnx.load(str(tmp))
+        meta = {"format": ONNX_FORMAT, "config": json.dumps(cfg.to_dict()),
+                "text_encoder": text_encoder or cfg.text_encoder, "stride": str(model.stride)}
+        for key, value in meta.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(proto, str(tmp))
+    return path
+
+
+class OnnxLSeg:
+    """An onnxruntime session with the interface ``Segmenter`` needs from an ``LSegNet``:
+    ``stride``, ``config``, ``__call__(x, text) -> logits`` and ``pixel_embeddings(x)``."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ZerosegError("the onnx runtime needs the onnxruntime package: pip install onnxruntime") from None
+        path = Path(path)
+        if not path.is_file():
+            raise ZerosegError(f"ONNX model not found: {path}")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types for bad files
+            raise ZerosegError(f"cannot read ONNX model {path}: {str(e).strip().splitlines()[0][:200]}") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if meta.get("format") != ONNX_FORMAT:
+            raise ZerosegError(f"{path} is not a zeroseg ONNX export (no '{ONNX_FORMAT}' metadata)")
+        try:
+            self.config = LSegConfig.from_dict(json.loads(meta["config"]))
+        except (KeyError, ValueError, TypeError) as e:
+            raise ZerosegError(f"{path}: bad model config in its metadata: {e}") from None
+        self.text_encoder_spec = meta.get("text_encoder", self.config.text_encoder)
+        self.stride = int(meta.get("stride", 32))
+        self.path = path
+
+    # the nn.Module methods Segmenter calls
+    def to(self, device) -> "OnnxLSeg":
+        if torch.device(device).type != "cpu":
+            raise ZerosegError("the onnx runtime runs on the CPU here; use --device cpu")
+        return self
+
+    def eval(self) -> "OnnxLSeg":
+        return self
+
+    def _run(self, x: torch.Tensor, text: torch.Tensor) -> list[np.ndarray]:
+        feeds = {"images": np.ascontiguousarray(x.detach().cpu().float().numpy()),
+                 "text": np.ascontiguousarray(text.detach().cpu().float().numpy())}
+        return self.session.run(None, feeds)
+
+    def __call__(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self._run(x, text)[0])
+
+    def pixel_embeddings(self, x: torch.Tensor) -> torch.Tensor:
+        text = torch.zeros(1, self.config.embed_dim)
+        text[0, 0] = 1.0
+        return torch.from_numpy(self._run(x, text)[1])
+
+    def decoder_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise ZerosegError("an ONNX export holds no decoder features; use --spectral-features imagenet "
+                           "or the PyTorch model for decoder-feature refinement")
+
+
+def load_onnx_model(path: str | Path, device: str = "cpu", text_model: str | Path | None = None,
+                    threads: int | None = None):
+    """A ``Segmenter`` running ``path`` with onnxruntime; labels are embedded by the text
+    encoder named in the file (or the text tower of ``text_model``, a zeroseg .safetensors /
+    official .ckpt, for CLIP towers that live inside checkpoints)."""
+    from .api import Segmenter, load_model
+
+    network = OnnxLSeg(path, threads=threads)
+    if text_model is not None:
+        text = load_model(text_model).text_encoder
+    else:
+        from .text import create_text_encoder
+
+        text = create_text_encoder(network.text_encoder_spec)
+    seg = Segmenter(network, text, network.config, device=device, source=str(path))
+    return seg

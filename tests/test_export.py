@@ -1,0 +1,73 @@
+"""ONNX export: the exported graph computes what the PyTorch network computes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_CONV, TINY_VIT
+
+from zeroseg.api import Segmenter
+from zeroseg.cli import main
+from zeroseg.errors import ZerosegError
+from zeroseg.models.registry import create_model
+
+pytest.importorskip("onnxruntime", reason="the onnx runtime is an optional dependency (CI installs it)")
+from zeroseg.export import OnnxLSeg, export_onnx, load_onnx_model  # noqa: E402
+
+SMALL = {  # registered CPU configs, a locally built ViT, a torchvision ResNet, both regularization kinds
+    "lseg_tiny_minilm": "lseg_tiny_minilm",
+    "lseg_default_minilm": "lseg_default_minilm",
+    "lseg_lite0_minilm": "lseg_lite0_minilm",
+    "vit_tiny_local": dict(TINY_VIT),
+    "resnet18_torchvision": {**TINY_CONV, "encoder": "resnet", "backbone": "resnet18"},
+    "bottleneck_blocks": {**TINY_CONV, "arch_option": 1, "block_depth": 2},
+    "depthwise_blocks": {**TINY_CONV, "arch_option": 2, "block_depth": 1},
+}
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_onnx_matches_pytorch(name, minilm, tmp_path):
+    torch.manual_seed(0)
+    model = create_model(SMALL[name]).eval()
+    path = export_onnx(model, tmp_path / f"{name}.onnx")
+    net = OnnxLSeg(path)
+    assert net.config == model.config and net.stride == model.stride
+    rng = np.random.default_rng(0)
+    for h, w in ((64, 96), (2 * model.stride, 3 * model.stride)):  # dynamic height and width
+        x = torch.randn(2, 3, h, w)  # dynamic batch
+        text = torch.nn.functional.normalize(torch.randn(int(rng.integers(2, 6)), model.config.embed_dim), dim=1)
+        with torch.no_grad():
+            ref_pix = model.pixel_embeddings(x)
+            ref = model(x, text)
+        assert (net.pixel_embeddings(x) - ref_pix).abs().max() < 1e-4
+        got = net(x, text)
+        assert got.shape == ref.shape and (got - ref).abs().max() < 1e-3
+        assert (got.argmax(1) == ref.argmax(1)).float().mean() > 0.999
+
+
+def test_segment_with_onnx_runtime_gives_the_same_label_maps(tiny_model_file, sample_images, tmp_path, capsys):
+    from zeroseg import load_model
+
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(tiny_model_file), str(out)]) == 0
+    torch_seg, onnx_seg = load_model(tiny_model_file), load_model(out)
+    assert isinstance(onnx_seg, Segmenter) and isinstance(onnx_seg.model, OnnxLSeg)
+    labels = ["dog", "grass", "other"]
+    for image in sorted(sample_images.iterdir()):
+        a, b = torch_seg.segment(image, labels), onnx_seg.segment(image, labels)
+        assert np.array_equal(a.label_map, b.label_map) and np.abs(a.probs - b.probs).max() < 1e-4
+    rc = main(["segment", str(sample_images / "noise.png"), "--labels", "dog,other", "--model", str(out),
+               "--runtime", "onnx", "--out", str(tmp_path / "o")])
+    assert rc == 0 and (tmp_path / "o" / "noise.png").is_file()
+    capsys.readouterr()
+
+
+def test_onnx_errors_are_one_line(tiny_model_file, tmp_path, capsys):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    with pytest.raises(ZerosegError, match="cannot read ONNX model"):
+        load_onnx_model(bad)
+    rc = main(["segment", str(bad), "--labels", "a,b", "--runtime", "onnx", "--model", str(tiny_model_file)])
+    assert rc == 2 and "zeroseg export" in capsys.readouterr().err
+    rc = main(["export", str(tiny_model_file), str(tmp_path / "m.txt")])
+    assert rc == 2 and ".onnx" in capsys.readouterr().err

@@ -71,3 +71,34 @@ def test_onnx_errors_are_one_line(tiny_model_file, tmp_path, capsys):
     assert rc == 2 and "zeroseg export" in capsys.readouterr().err
     rc = main(["export", str(tiny_model_file), str(tmp_path / "m.txt")])
     assert rc == 2 and ".onnx" in capsys.readouterr().err
+
+
+def test_zsi_export_reproduces_detections(tmp_path, capsys):
+    import onnxruntime as ort
+
+    from zeroseg.export import export_zsi_onnx
+    from zeroseg.models.zsi import create_zsi_model, save_zsi_model
+
+    torch.manual_seed(0)
+    tiny = {"backbone": "resnet10t", "fpn_channels": 16, "representation_size": 32, "mask_layers": [16, 16],
+            "embed_dim": 32, "min_size": 64, "max_size": 128, "train_min_sizes": None,
+            "anchor_sizes": [8, 16, 32, 64, 128], "rpn_pre_nms_top_n": [100, 50], "rpn_post_nms_top_n": [50, 20],
+            "box_batch_size_per_image": 32}
+    model = create_zsi_model("zsi_resnet10t_fpn64", **tiny).eval()
+    path = export_zsi_onnx(model, tmp_path / "zsi.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    gen = torch.Generator().manual_seed(3)
+    for (h, w), labels in (((80, 96), 5), ((120, 64), 2)):  # other sizes and label counts than traced
+        image = torch.rand(3, h, w, generator=gen)
+        emb = torch.nn.functional.normalize(torch.randn(labels, 32, generator=gen), dim=1)
+        with torch.no_grad():
+            ref = model([image], emb)[0]
+        boxes, scores, lab, masks = session.run(None, {"image": image.numpy(), "class_embeddings": emb.numpy()})
+        assert boxes.shape == tuple(ref["boxes"].shape) and masks.shape == tuple(ref["masks"].shape)
+        assert np.array_equal(lab, ref["labels"].numpy())
+        assert np.abs(boxes - ref["boxes"].numpy()).max() < 1e-3 and np.abs(scores - ref["scores"].numpy()).max() < 1e-4
+        assert np.abs(masks - ref["masks"].numpy()).max() < 1e-3
+    saved = tmp_path / "zsi.safetensors"
+    save_zsi_model(saved, model)
+    assert main(["export", str(saved), str(tmp_path / "cli.onnx")]) == 0 and (tmp_path / "cli.onnx").is_file()
+    capsys.readouterr()

@@ -103,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-model", default=None,
                    help="onnx runtime only: take the text encoder from this .safetensors/.ckpt (CLIP towers)")
 
-    p = sub.add_parser("export", help="export an LSeg model's network to ONNX (for --runtime onnx)")
-    p.add_argument("model", help="a registered name with weights (default), a zeroseg .safetensors or an official .ckpt")
+    p = sub.add_parser("export", help="export a model's network to ONNX (LSeg: for --runtime onnx; ZSI: one image a call)")
+    p.add_argument("model", help="default, default-instances, a zeroseg .safetensors (semantic or instance) "
+                                 "or an official .ckpt")
     p.add_argument("output", help="the .onnx file to write")
     p.add_argument("--arch-option", type=int, default=0, choices=(0, 1, 2))
     p.add_argument("--block-depth", type=int, default=0)
@@ -248,6 +249,19 @@ def cmd_segment(args) -> int:
     return 0
 
 
+def _is_instance_model(source: str) -> bool:
+    from .models.zsi.model import BUNDLED_WEIGHTS, SAFETENSORS_FORMAT
+
+    if source in BUNDLED_WEIGHTS:
+        return True
+    path = Path(source)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return False
+    from .models.loading import read_safetensors_metadata
+
+    return read_safetensors_metadata(path).get("format") == SAFETENSORS_FORMAT
+
+
 def cmd_export(args) -> int:
     from .api import load_model
     from .export import export_onnx
@@ -258,8 +272,14 @@ def cmd_export(args) -> int:
         raise ZerosegError(f"the output should be a .onnx file, got {out}")
     if not out.parent.exists():
         raise ZerosegError(f"output directory does not exist: {out.parent}")
-    seg = load_model(args.model, args.arch_option, args.block_depth)
-    export_onnx(seg.model, out, text_encoder=seg.config.text_encoder)
+    if _is_instance_model(args.model):
+        from .export import export_zsi_onnx
+        from .instances import load_instance_model
+
+        export_zsi_onnx(load_instance_model(args.model).model, out)
+    else:
+        seg = load_model(args.model, args.arch_option, args.block_depth)
+        export_onnx(seg.model, out, text_encoder=seg.config.text_encoder)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f}s")
     return 0
 

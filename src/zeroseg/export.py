@@ -29,7 +29,7 @@ from .models.lseg import LSegConfig, LSegNet
 ONNX_FORMAT = "zeroseg/lseg-onnx-1"
 OPSET = 18
 
-__all__ = ["ONNX_FORMAT", "export_onnx", "OnnxLSeg", "load_onnx_model"]
+__all__ = ["ONNX_FORMAT", "ZSI_ONNX_FORMAT", "export_onnx", "export_zsi_onnx", "OnnxLSeg", "load_onnx_model"]
 
 
 class _ExportGraph(nn.Module):
@@ -68,6 +68,7 @@ def export_onnx(model: LSegNet, path: str | Path, *, text_encoder: str | None = 
         torch.onnx.export(graph, (images, text), str(tmp), input_names=["images", "text"],
                           output_names=["logits", "pixels"], dynamic_axes=dims, opset_version=OPSET,
                           dynamo=False)
+        model.eval()  # the exporter may leave submodules in training mode
         proto = onnx.load(str(tmp))
         meta = {"format": ONNX_FORMAT, "config": json.dumps(cfg.to_dict()),
                 "text_encoder": text_encoder or cfg.text_encoder, "stride": str(model.stride)}
@@ -151,3 +152,50 @@ def load_onnx_model(path: str | Path, device: str = "cpu", text_model: str | Pat
         text = create_text_encoder(network.text_encoder_spec)
     seg = Segmenter(network, text, network.config, device=device, source=str(path))
     return seg
+
+
+ZSI_ONNX_FORMAT = "zeroseg/zsi-onnx-1"
+
+
+class _ZSIExportGraph(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor, class_embeddings: torch.Tensor):
+        out = self.model([image], class_embeddings)[0]
+        return out["boxes"], out["scores"], out["labels"], out["masks"]
+
+
+def export_zsi_onnx(model: nn.Module, path: str | Path, *, num_labels: int = 3) -> Path:
+    """Write a ZSI model (inference: transform, backbone, BA-RPN, semantic heads, post-processing)
+    as ONNX: ``(image [3, H, W] in [0, 1], class_embeddings [C, D]) -> (boxes [N, 4], scores [N],
+    labels [N] in 1..C, masks [N, 1, H, W] probabilities)``, H, W and C dynamic, one image per call.
+
+    torchvision's Mask R-CNN traces with data-dependent detection counts; what it does not allow
+    is a batch: the per-image split of the mask head's output is traced as constants, so the
+    export takes exactly one image (``ZSIRoIHeads`` skips the split for one image)."""
+    import onnx
+
+    from .io import atomic_path
+
+    path = Path(path)
+    model = model.float().cpu().eval()
+    cfg = model.config
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(3, cfg.min_size, cfg.min_size + 32, generator=gen)
+    emb = F.normalize(torch.randn(num_labels, cfg.embed_dim, generator=gen), dim=1)
+    dims = {"image": {1: "height", 2: "width"}, "class_embeddings": {0: "labels"},
+            "boxes": {0: "detections"}, "scores": {0: "detections"}, "labels": {0: "detections"},
+            "masks": {0: "detections", 2: "height", 3: "width"}}
+    with atomic_path(path) as tmp, torch.no_grad():
+        torch.onnx.export(_ZSIExportGraph(model), (image, emb), str(tmp), input_names=["image", "class_embeddings"],
+                          output_names=["boxes", "scores", "labels", "masks"], dynamic_axes=dims,
+                          opset_version=OPSET, dynamo=False)
+        model.eval()  # the exporter may leave submodules in training mode
+        proto = onnx.load(str(tmp))
+        for key, value in {"format": ZSI_ONNX_FORMAT, "config": json.dumps(cfg.to_dict())}.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(proto, str(tmp))
+    return path

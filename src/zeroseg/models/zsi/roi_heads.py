@@ -64,7 +64,10 @@ class ZSIRoIHeads(RoIHeads):
             roi_labels = torch.cat([r["labels"] for r in result])
             mask_logits, _ = self.mask_predictor(mask_features, class_embeddings, roi_labels,
                                                  with_reconstruction=False)
-            probs = mask_logits.sigmoid().split([len(r["labels"]) for r in result])
-            for p, r in zip(probs, result):
-                r["masks"] = p
+            probs = mask_logits.sigmoid()
+            if len(result) == 1:  # no split: a traced split would freeze the first input's box count (ONNX)
+                result[0]["masks"] = probs
+            else:
+                for p, r in zip(probs.split([len(r["labels"]) for r in result]), result):
+                    r["masks"] = p
         return result, losses

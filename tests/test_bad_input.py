@@ -205,7 +205,7 @@ SEGMENT_CASES = [
     ("zero max pixels", lambda f, m: [f["good"], "--max-pixels", "0"], "must be >= 1", True),
     ("template with a named field", lambda f, m: [f["good"], "--template", "{x} {}"], "exactly one", False),
     ("template with two slots", lambda f, m: [f["good"], "--template", "a {} {}"], "exactly one", False),
-    ("template without slot", lambda f, m: [f["good"], "--template", "a photo"], "exactly one", False),
+    ("template without slot", lambda f, m: [f["good"], "--template", "a photo"], "has no '{}'", False),
     ("malformed template", lambda f, m: [f["good"], "--template", "a {"], "malformed", False),
     ("device tpu", lambda f, m: [f["good"], "--device", "tpu"], "unknown device", False),
     ("device cuda:99", lambda f, m: [f["good"], "--device", "cuda:99"], "cuda:99", False),

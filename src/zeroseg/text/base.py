@@ -32,6 +32,8 @@ class TextEncoder(ABC):
                 fields = [f for _, f, _, _ in string.Formatter().parse(t) if f is not None]
             except ValueError as e:
                 raise ZerosegError(f"prompt template {t!r} is malformed ({e}); write braces as {{{{ }}}}") from None
+            if not fields:
+                raise ZerosegError(f"prompt template {t!r} has no '{{}}' for the label")
             if fields != [""]:
                 raise ZerosegError(f"prompt template {t!r} must hold exactly one '{{}}' for the label "
                                    f"and no other {{fields}}, e.g. 'a photo of a {{}}'")

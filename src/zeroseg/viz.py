@@ -37,7 +37,18 @@ def label_png(label_map: np.ndarray, num_labels: int) -> Image.Image:
     return img
 
 
+# A system sans-serif when there is one (Pillow's small built-in font squeezes spaces away:
+# "tiger face" read as "tigerface"), else Pillow's default.
+SYSTEM_FONTS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+                "/Library/Fonts/Arial.ttf", "C:/Windows/Fonts/arial.ttf")
+
+
 def _font(size: int) -> ImageFont.ImageFont:
+    for path in SYSTEM_FONTS:
+        try:
+            return ImageFont.truetype(path, size=size)
+        except OSError:
+            continue
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1

@@ -155,3 +155,50 @@ def test_instance_calibration_is_chosen_on_calibration_classes(dataset):
     assert cal["calibration"] == 0.5 and cal["hm_map50"] == pytest.approx(1.0)
     by_c = {row["calibration"]: row for row in cal["table"]}
     assert by_c[0.0]["map50_calibration"] == 0.0 and by_c[1.0]["map50_trained"] == 0.0
+
+
+class BackgroundHeavySegmenter:
+    """On green-disc pixels "other" beats "green disc" by 1; on background "other" wins by 5."""
+
+    def __init__(self, data: SynthDataset):
+        self.masks = {data.load(i)[0].tobytes(): data.load(i)[1] for i in range(len(data))}
+
+    def segment(self, image, labels, short_side=None, logit_offsets=None):
+        mask = self.masks[np.asarray(image).tobytes()]
+        assert labels == ["other", "green disc"]  # the fixed setting: background + stand-in unseen classes
+        logits = np.zeros((2,) + mask.shape)
+        logits[0] = np.where(mask == 2, 2.0, 5.0)
+        logits[1] = np.where(mask == 2, 1.0, 0.0)
+        p = np.exp(logits - logits.max(0))
+
+        class Out:
+            probs = p / p.sum(0)
+        return Out()
+
+
+def test_background_offset_is_chosen_on_calibration_classes(dataset):
+    from zeroseg.eval.calibration import choose_background_offset
+
+    result = choose_background_offset(BackgroundHeavySegmenter(SynthDataset(dataset, "val")), dataset,
+                                      ["green disc"], progress=False)
+    assert result["offset"] == 1.5 and result["miou_calibration"] == 100.0
+    assert result["table"][0]["miou_calibration"] == 0.0  # uncalibrated, every disc is "other"
+
+
+def test_model_file_carries_label_offsets(tiny_model_file, tmp_path, capsys):
+    from zeroseg import load_model
+    from zeroseg.cli import main
+    from zeroseg.models.loading import model_extra, write_model_extra
+
+    image = np.random.default_rng(0).integers(0, 255, (32, 48, 3), dtype=np.uint8)
+    dst = tmp_path / "offset.safetensors"
+    write_model_extra(tiny_model_file, dst, {"label_offsets": {"b": 50.0}})
+    assert model_extra(dst)["label_offsets"] == {"b": 50.0}
+    seg = load_model(dst)
+    assert (seg.segment(image, ["a", "b"]).label_map == 1).all()  # "b" wins everywhere
+    assert (seg.segment(image, ["a", "b"], logit_offsets=[100.0, 0.0]).label_map == 0).all()  # explicit adds on
+    seg.label_offsets = {}
+    plain = load_model(tiny_model_file).segment(image, ["a", "b"])
+    assert np.array_equal(seg.segment(image, ["a", "b"]).probs, plain.probs)
+    rc = main(["calibrate", str(tiny_model_file), "--data", str(tmp_path), "--out", str(tmp_path / "c.safetensors")])
+    assert rc == 2 and "no calibration classes" in capsys.readouterr().err  # trained without them: one line

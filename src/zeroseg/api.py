@@ -41,8 +41,11 @@ class Segmenter:
     """An LSeg network, its text encoder and its preprocessing."""
 
     def __init__(self, model: LSegNet, text_encoder: TextEncoder, config: LSegConfig | None = None,
-                 device: str | torch.device = "cpu", source: str = ""):
+                 device: str | torch.device = "cpu", source: str = "", label_offsets: dict | None = None):
         self.device = resolve_device(device)
+        # calibration the model file carries (e.g. {"other": -2.5}, see `zeroseg calibrate`): added
+        # to the logits of labels of these names on every call; {} switches it off
+        self.label_offsets: dict[str, float] = {str(k): float(v) for k, v in (label_offsets or {}).items()}
         self.model = model.to(self.device).eval()
         self.config = config or model.config
         self.text_encoder = text_encoder if isinstance(text_encoder, CachedTextEncoder) else CachedTextEncoder(text_encoder)
@@ -189,7 +192,8 @@ class Segmenter:
         image's own resolution. ``refine="spectral"`` fuses the prediction with spectral
         eigen-segments of the decoder features (SAZS; see ``zeroseg.spectral.fusion``), using
         no ground truth. ``logit_offsets`` (one number per label) are added to the averaged logits
-        before the softmax: generalized zero-shot calibration lowers the trained classes' scores.
+        before the softmax, on top of the model's own ``label_offsets``: generalized zero-shot
+        calibration lowers the trained classes' scores.
         Work is bounded: an input over ``max_pixels`` after resizing, or more than ``MAX_WINDOWS``
         sliding windows, is refused before anything runs.
         """
@@ -208,10 +212,12 @@ class Segmenter:
                 out = out.flip(-1) if flipped else out
                 total += F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
         total = total / (len(scales) * (2 if flip else 1))
-        if logit_offsets is not None:
-            if len(logit_offsets) != len(labels):
-                raise ZerosegError(f"logit_offsets has {len(logit_offsets)} values for {len(labels)} labels")
-            total = total + torch.tensor([float(v) for v in logit_offsets], device=total.device).view(1, -1, 1, 1)
+        if logit_offsets is not None and len(logit_offsets) != len(labels):
+            raise ZerosegError(f"logit_offsets has {len(logit_offsets)} values for {len(labels)} labels")
+        offsets = [self.label_offsets.get(lab, 0.0) + (float(logit_offsets[i]) if logit_offsets is not None else 0.0)
+                   for i, lab in enumerate(labels)]
+        if any(offsets):
+            total = total + torch.tensor(offsets, device=total.device).view(1, -1, 1, 1)
         probs = torch.softmax(total[0], dim=0).cpu().numpy()
         label_map = probs.argmax(axis=0).astype(np.int32)
         info: dict = {}
@@ -259,6 +265,8 @@ def load_model(source: str | Path = "default", arch_option: int = 0, block_depth
         magic = f.read(2)
     if magic == b"PK":  # torch.save's zip container
         model, text, cfg = loading.load_official_checkpoint(path, arch_option, block_depth)
+        offsets = None
     else:
         model, text, cfg = loading.load_safetensors_model(path)
-    return Segmenter(model, text, cfg, device=device, source=src)
+        offsets = loading.model_extra(path).get("label_offsets")
+    return Segmenter(model, text, cfg, device=device, source=src, label_offsets=offsets)

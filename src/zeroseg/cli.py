@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch-option", type=int, default=0, choices=(0, 1, 2))
     p.add_argument("--block-depth", type=int, default=0)
 
+    p = sub.add_parser("calibrate", help="choose the model's 'other' offset on val with its calibration classes")
+    p.add_argument("model", help="a zeroseg .safetensors trained with calibration_classes (or default)")
+    p.add_argument("--data", required=True, help="the synthetic benchmark the model was trained on (its val split)")
+    p.add_argument("--out", required=True, help="the calibrated .safetensors to write")
+
     p = sub.add_parser("convert", help="convert an official LSeg .ckpt to a zeroseg .safetensors (once)")
     p.add_argument("checkpoint")
     p.add_argument("output")
@@ -281,6 +286,25 @@ def cmd_export(args) -> int:
         seg = load_model(args.model, args.arch_option, args.block_depth)
         export_onnx(seg.model, out, text_encoder=seg.config.text_encoder)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f}s")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from .api import load_model
+    from .eval.calibration import choose_background_offset
+    from .models.loading import model_extra, write_model_extra
+    from .models.registry import bundled_weights_path
+
+    src = bundled_weights_path(args.model) or Path(args.model)
+    seg = load_model(src)
+    seg.label_offsets = {}  # choose from the uncalibrated model
+    extra = model_extra(src)
+    held = extra.get("calibration_classes") or []
+    cal = choose_background_offset(seg, args.data, held)
+    background = (extra.get("labels") or ["other"])[0]
+    write_model_extra(src, args.out, {"label_offsets": {background: -cal["offset"]}, "background_calibration": cal})
+    print(f"'{background}' offset -{cal['offset']} (calibration-class mIoU {cal['miou_calibration']} on "
+          f"{cal['num_images']} val images; 0: {cal['table'][0]['miou_calibration']}) -> {args.out}")
     return 0
 
 
@@ -477,7 +501,7 @@ def cmd_eval_instances(args) -> int:
     return 0
 
 
-COMMANDS = {"segment": cmd_segment, "export": cmd_export, "convert": cmd_convert, "models": cmd_models, "data": cmd_data,
+COMMANDS = {"segment": cmd_segment, "export": cmd_export, "calibrate": cmd_calibrate, "convert": cmd_convert, "models": cmd_models, "data": cmd_data,
             "eval": cmd_eval, "instances": cmd_instances,
             "eval-instances": cmd_eval_instances}
 

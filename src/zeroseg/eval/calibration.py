@@ -24,7 +24,7 @@ from .metrics import ConfusionMatrix, harmonic_mean
 
 DEFAULT_OFFSETS = tuple(round(0.5 * i, 2) for i in range(0, 25))  # 0 .. 12 logit units
 
-__all__ = ["DEFAULT_OFFSETS", "choose_seen_offset", "seen_offsets"]
+__all__ = ["DEFAULT_OFFSETS", "choose_background_offset", "choose_seen_offset", "seen_offsets"]
 
 
 def seen_offsets(trained: Sequence[str], offset: float) -> dict[str, float]:
@@ -78,3 +78,38 @@ def choose_seen_offset(segmenter: Any, data_dir: str | Path, trained: Sequence[s
 
 def _pct(x: float) -> float | None:
     return None if math.isnan(x) else round(100.0 * x, 4)
+
+
+def choose_background_offset(segmenter: Any, data_dir: str | Path, calibration: Sequence[str],
+                             offsets: Sequence[float] = DEFAULT_OFFSETS, split: str = "val",
+                             max_images: int | None = None, progress: bool = True) -> dict:
+    """The offset subtracted from "other"'s logits that maximizes the calibration classes' mIoU
+    when the model is asked about "other" + calibration classes only (the fixed zero-shot
+    setting, with held-out seen classes standing in for unseen ones; pixels of the classes it
+    trained on are ignored, as the fixed protocol ignores seen pixels). Ties: the smaller offset."""
+    from tqdm.auto import tqdm
+
+    if not calibration:
+        raise ZerosegError("the model has no calibration classes (train with calibration_classes: N)")
+    data = SynthDataset(data_dir, split)
+    labels = [OTHER, *calibration]
+    ids = np.array([0, *(data.class_id(n) for n in calibration)])
+    meters = [ConfusionMatrix(len(data.classes), IGNORE_INDEX) for _ in offsets]
+    n = len(data) if max_images is None else min(len(data), max_images)
+    used = 0
+    for i in tqdm(range(n), desc="calibrate other", unit="img", disable=not progress):
+        image, mask = data.load(i)
+        if not np.isin(mask, ids[1:]).any():
+            continue  # like the fixed protocol: only images showing a (stand-in) unseen class
+        used += 1
+        target = np.where(np.isin(mask, ids) | (mask == IGNORE_INDEX), mask, IGNORE_INDEX)
+        logp = np.log(np.clip(segmenter.segment(image, labels).probs, 1e-30, None))
+        for meter, off in zip(meters, offsets):
+            logp0 = logp.copy()
+            logp0[0] -= off
+            meter.update(ids[logp0.argmax(axis=0)], target)
+    table = [{"offset": float(off), "miou_calibration": _pct(m.miou(list(ids[1:]))), "iou_other": _pct(m.iou()[0])}
+             for m, off in zip(meters, offsets)]
+    best = max(table, key=lambda r: (-1 if r["miou_calibration"] is None else r["miou_calibration"], -r["offset"]))
+    return {"offset": best["offset"], "miou_calibration": best["miou_calibration"], "split": split,
+            "num_images": used, "calibration_classes": list(calibration), "table": table}

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import ZerosegError
+from ..io import atomic_path
 from .lseg import LSegConfig, LSegNet
 from .registry import OFFICIAL_BACKBONES, get_config
 
@@ -192,7 +193,6 @@ def save_safetensors(path: str | Path, model: LSegNet, text_encoder=None, extra:
     """Weights (``model.*`` and, for CLIP towers carried along, ``text.*``) + JSON config as metadata."""
     from safetensors.torch import save_file
 
-    from ..io import atomic_path
 
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
     tower = getattr(text_encoder, "tower", None)
@@ -252,3 +252,26 @@ def load_safetensors_model(path: str | Path, with_text: bool = True):
 
         text = create_text_encoder(cfg.text_encoder, cache=False)
     return _finish(model), text, cfg
+
+
+def model_extra(path: str | Path) -> dict:
+    """The ``extra`` metadata of a zeroseg .safetensors (training facts, calibration); {} if none."""
+    raw = read_safetensors_metadata(path).get("extra")
+    try:
+        extra = json.loads(raw) if raw else {}
+    except ValueError:
+        raise ZerosegError(f"{path} has malformed 'extra' metadata") from None
+    return extra if isinstance(extra, dict) else {}
+
+
+def write_model_extra(src: str | Path, dst: str | Path, update: dict) -> None:
+    """Copy a zeroseg .safetensors to ``dst`` with ``update`` merged into its ``extra`` metadata."""
+    from safetensors.torch import load_file, save_file
+
+    meta = read_safetensors_metadata(src)
+    if meta.get("format") != SAFETENSORS_FORMAT:
+        raise ZerosegError(f"{src} is not a zeroseg model (no '{SAFETENSORS_FORMAT}' metadata)")
+    meta["extra"] = json.dumps({**model_extra(src), **update})
+    tensors = load_file(str(src))
+    with atomic_path(dst) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)

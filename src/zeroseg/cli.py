@@ -242,8 +242,10 @@ def cmd_segment(args) -> int:
         options["max_pixels"] = args.max_pixels
     from tqdm import tqdm
 
-    for path, stem in tqdm(list(zip(images, output_stems(images))), desc="segment", unit="img",
-                           disable=len(images) < 2, file=sys.stderr):
+    from .progress import progress
+
+    for path, stem in progress(list(zip(images, output_stems(images))), desc="segment", unit="img",
+                               disable=len(images) < 2, file=sys.stderr):
         image = load_image(path, max_pixels=args.max_input_pixels, upright=True)
         seg = segmenter.segment(image, labels, **options)
         written = write_segmentation(seg, image, out, stem,
@@ -436,8 +438,10 @@ def cmd_instances(args) -> int:
     from tqdm import tqdm
 
     coco_images, detections = [], []
-    for image_id, (path, stem) in enumerate(tqdm(list(zip(images, output_stems(images))), desc="instances",
-                                                 unit="img", disable=len(images) < 2, file=sys.stderr), start=1):
+    from .progress import progress
+
+    for image_id, (path, stem) in enumerate(progress(list(zip(images, output_stems(images))), desc="instances",
+                                                     unit="img", disable=len(images) < 2, file=sys.stderr), start=1):
         image = load_image(path, max_pixels=args.max_input_pixels, upright=True)
         found = segmenter.detect(image, labels, calibration=args.calibration, score_threshold=args.score_threshold,
                                  max_detections=args.max_detections, nms_across_labels=args.nms_across_labels)

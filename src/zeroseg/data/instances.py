@@ -121,7 +121,7 @@ def coco_from_records(split: str, classes: Sequence[str], seen: Sequence[str], u
 
 
 def _coco_for(index: DatasetIndex, split: str, progress: bool) -> dict[str, Any]:
-    from tqdm.auto import tqdm
+    from ..progress import progress as tqdm
 
     entries = index.entries(split)
 

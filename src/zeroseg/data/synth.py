@@ -437,7 +437,7 @@ def generate(out_dir: str | os.PathLike[str], n_train: int = 3000, n_val: int = 
     n_workers = _resolve_workers(workers, len(tasks))
     splits: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     annotations: dict[str, list[tuple[int, int, list]]] = {s: [] for s in SPLITS}
-    from tqdm.auto import tqdm
+    from ..progress import progress as tqdm
 
     start = time.perf_counter()
     # The pool is forked before tqdm can start its monitor thread (forking threads is unsafe).

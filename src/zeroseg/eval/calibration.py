@@ -41,7 +41,7 @@ def choose_seen_offset(segmenter: Any, data_dir: str | Path, trained: Sequence[s
     ``labels``); ``calibration``: the seen classes it never trained on. Returns
     ``{"offset", "hiou", "table": [{offset, miou_trained, miou_calibration, hiou}]}`` (percent).
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress as tqdm
 
     calibration = [c for c in calibration]
     if not calibration:
@@ -87,7 +87,7 @@ def choose_background_offset(segmenter: Any, data_dir: str | Path, calibration: 
     when the model is asked about "other" + calibration classes only (the fixed zero-shot
     setting, with held-out seen classes standing in for unseen ones; pixels of the classes it
     trained on are ignored, as the fixed protocol ignores seen pixels). Ties: the smaller offset."""
-    from tqdm.auto import tqdm
+    from ..progress import progress as tqdm
 
     if not calibration:
         raise ZerosegError("the model has no calibration classes (train with calibration_classes: N)")

@@ -149,7 +149,7 @@ def evaluate(segmenter: Any, data_dir: str | Path, protocol: str, out_dir: str |
     predictions; names the label set lacks are ignored. With ``out_dir``, writes
     ``metrics.json``, ``per_class_iou.png`` and ``qualitative.png``.
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress as tqdm
 
     if protocol not in PROTOCOLS:
         raise ZerosegError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")

@@ -224,7 +224,7 @@ def evaluate_episodes(segmenter: Any, ds: Any, n_episodes: int = 1000, seed: int
     word for "not the class" (default: the dataset's class 0, "others" with LSeg's names).
     Scores are percentages; ``published`` lists the published numbers for this dataset and fold.
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress as tqdm
 
     if resize not in RESIZE_MODES:
         raise ZerosegError(f"unknown resize mode {resize!r}; choose one of {', '.join(RESIZE_MODES)}")
@@ -289,7 +289,7 @@ def evaluate_fixed(segmenter: Any, ds: Any, scales: Sequence[float] = ADE_SCALES
     ground truth is left out of the mean (the official metric would count it as 0; over the
     whole ADE20K validation set every class occurs, so the two agree there).
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress as tqdm
 
     if (short_side is None) == (long_side is None):
         raise ZerosegError("give exactly one of short_side and long_side")

@@ -811,9 +811,9 @@ class Trainer:
             self.sampler.set_epoch(self.epoch, self.epoch_step)
             self.train_ds.set_epoch(self.epoch)
             if d.main and self.progress:
-                from tqdm import tqdm
+                from ..progress import progress
 
-                bar = self._bar = tqdm(total=self.steps_per_epoch, initial=self.epoch_step, desc=f"epoch {self.epoch + 1}",
+                bar = self._bar = progress(total=self.steps_per_epoch, initial=self.epoch_step, desc=f"epoch {self.epoch + 1}",
                            unit="step", dynamic_ncols=True, leave=False)
             tick = time.perf_counter()
             for batch in self.train_loader:

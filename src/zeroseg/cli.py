@@ -426,8 +426,15 @@ def cmd_instances(args) -> int:
     import json
 
     from .instances import load_instance_model
-    from .io import check_label_count, collect_images, ensure_writable_dir, load_image, output_stems, parse_labels
-    from .io import write_bytes_atomic
+    from .io import (
+        check_label_count,
+        collect_images,
+        ensure_writable_dir,
+        load_image,
+        output_stems,
+        parse_labels,
+        write_bytes_atomic,
+    )
     from .viz import write_instances
 
     labels = parse_labels(args.labels)

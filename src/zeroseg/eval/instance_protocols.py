@@ -50,9 +50,8 @@ def evaluate_instances(segmenter: Any, gt: dict[str, Any], image_root: str | Pat
     ``gt``: a COCO dict whose "file_name"s are relative to ``image_root``; ``seen_ids`` /
     ``unseen_ids``: category ids. Returns the ``zsi_protocol`` result plus run information.
     """
-    from ..progress import progress as tqdm
-
     from ..io import load_image
+    from ..progress import progress as tqdm
     from .protocols import shuffled_names
 
     if mode not in MODES:

@@ -22,9 +22,9 @@ class TextEncoder(ABC):
 
     @staticmethod
     def checked_templates(templates: list[str] | None) -> list[str]:
-        from ..errors import ZerosegError
-
         import string
+
+        from ..errors import ZerosegError
 
         templates = list(templates) if templates else ["{}"]
         for t in templates:

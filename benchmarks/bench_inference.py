@@ -93,6 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--compile-models", default="default", help="comma-separated models to try torch.compile on")
     parser.add_argument("--sizes", default="256,480")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -101,7 +102,8 @@ def main() -> None:
     results: dict = {"sizes": sizes, "repeats": args.repeats, "labels": 38}
     with tempfile.TemporaryDirectory() as tmp:
         for name, model in models.items():
-            results[name] = bench_model(name, model, sizes, args.repeats, not args.no_compile, Path(tmp))
+            use_compile = not args.no_compile and name in args.compile_models.split(",")
+            results[name] = bench_model(name, model, sizes, args.repeats, use_compile, Path(tmp))
     d480 = results["default"].get("480", {})
     if d480:
         best = d480[d480["fastest"]]

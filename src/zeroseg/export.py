@@ -15,7 +15,9 @@ metadata, so ``load_onnx_model`` rebuilds the rest.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,17 @@ ONNX_FORMAT = "zeroseg/lseg-onnx-1"
 OPSET = 18
 
 __all__ = ["ONNX_FORMAT", "ZSI_ONNX_FORMAT", "export_onnx", "export_zsi_onnx", "OnnxLSeg", "load_onnx_model"]
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The TorchScript exporter warns about every traced size computation and its own
+    deprecation; the equivalence tests, not these warnings, say whether the graph is right."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=UserWarning)  # tracing notes from torch and torchvision
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*legacy TorchScript.*")
+        yield
 
 
 class _ExportGraph(nn.Module):
@@ -64,7 +77,7 @@ def export_onnx(model: LSegNet, path: str | Path, *, text_encoder: str | None = 
     dims = {"images": {0: "batch", 2: "height", 3: "width"}, "text": {0: "labels"},
             "logits": {0: "batch", 1: "labels", 2: "height", 3: "width"},
             "pixels": {0: "batch", 2: "height_2", 3: "width_2"}}
-    with atomic_path(path) as tmp, torch.no_grad():
+    with atomic_path(path) as tmp, torch.no_grad(), _quiet_exporter():
         torch.onnx.export(graph, (images, text), str(tmp), input_names=["images", "text"],
                           output_names=["logits", "pixels"], dynamic_axes=dims, opset_version=OPSET,
                           dynamo=False)
@@ -188,7 +201,7 @@ def export_zsi_onnx(model: nn.Module, path: str | Path, *, num_labels: int = 3) 
     dims = {"image": {1: "height", 2: "width"}, "class_embeddings": {0: "labels"},
             "boxes": {0: "detections"}, "scores": {0: "detections"}, "labels": {0: "detections"},
             "masks": {0: "detections", 2: "height", 3: "width"}}
-    with atomic_path(path) as tmp, torch.no_grad():
+    with atomic_path(path) as tmp, torch.no_grad(), _quiet_exporter():
         torch.onnx.export(_ZSIExportGraph(model), (image, emb), str(tmp), input_names=["image", "class_embeddings"],
                           output_names=["boxes", "scores", "labels", "masks"], dynamic_axes=dims,
                           opset_version=OPSET, dynamo=False)

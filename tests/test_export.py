@@ -102,3 +102,25 @@ def test_zsi_export_reproduces_detections(tmp_path, capsys):
     save_zsi_model(saved, model)
     assert main(["export", str(saved), str(tmp_path / "cli.onnx")]) == 0 and (tmp_path / "cli.onnx").is_file()
     capsys.readouterr()
+
+
+def test_default_model_onnx_gives_identical_label_maps_on_the_example_images(tmp_path):
+    from pathlib import Path
+
+    from zeroseg import load_model
+
+    examples = sorted((Path(__file__).resolve().parents[1] / "examples" / "images").glob("*.png"))
+    assert len(examples) == 4
+    out = tmp_path / "default.onnx"
+    assert main(["export", "default", str(out)]) == 0
+    torch_seg, onnx_seg = load_model("default"), load_model(out)
+    assert onnx_seg.label_offsets == torch_seg.label_offsets and "other" in torch_seg.label_offsets  # calibration travels
+    labels = ["tiger face", "bus", "violin", "pear", "castle", "duck", "other"]
+    for image in examples:
+        a, b = torch_seg.segment(image, labels), onnx_seg.segment(image, labels)
+        assert np.array_equal(a.label_map, b.label_map), image.name
+        with torch.no_grad():
+            x = torch_seg.prepare(torch_seg.as_rgb_array(image))
+            x = torch_seg._pad(x)
+            ref = torch_seg.model.pixel_embeddings(x)
+        assert (onnx_seg.model.pixel_embeddings(x) - ref).abs().max() < 1e-4

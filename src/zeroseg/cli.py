@@ -286,7 +286,7 @@ def cmd_export(args) -> int:
         export_zsi_onnx(load_instance_model(args.model).model, out)
     else:
         seg = load_model(args.model, args.arch_option, args.block_depth)
-        export_onnx(seg.model, out, text_encoder=seg.config.text_encoder)
+        export_onnx(seg.model, out, text_encoder=seg.config.text_encoder, label_offsets=seg.label_offsets)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f}s")
     return 0
 

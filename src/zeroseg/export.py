@@ -58,10 +58,11 @@ class _ExportGraph(nn.Module):
 
 
 def export_onnx(model: LSegNet, path: str | Path, *, text_encoder: str | None = None, sample_size: int = 64,
-                num_labels: int = 3) -> Path:
+                num_labels: int = 3, label_offsets: dict | None = None) -> Path:
     """Write ``model`` (eval mode, CPU, float32) to ``path`` as ONNX; returns the path.
 
-    ``text_encoder``: the spec stored for the runtime (default: the model config's).
+    ``text_encoder``: the spec stored for the runtime (default: the model config's);
+    ``label_offsets``: the model file's calibration (``Segmenter.label_offsets``), stored too.
     """
     import onnx
 
@@ -84,7 +85,8 @@ def export_onnx(model: LSegNet, path: str | Path, *, text_encoder: str | None = 
         model.eval()  # the exporter may leave submodules in training mode
         proto = onnx.load(str(tmp))
         meta = {"format": ONNX_FORMAT, "config": json.dumps(cfg.to_dict()),
-                "text_encoder": text_encoder or cfg.text_encoder, "stride": str(model.stride)}
+                "text_encoder": text_encoder or cfg.text_encoder, "stride": str(model.stride),
+                "label_offsets": json.dumps(dict(label_offsets or {}))}
         for key, value in meta.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
@@ -120,6 +122,10 @@ class OnnxLSeg:
             raise ZerosegError(f"{path}: bad model config in its metadata: {e}") from None
         self.text_encoder_spec = meta.get("text_encoder", self.config.text_encoder)
         self.stride = int(meta.get("stride", 32))
+        try:
+            self.label_offsets = {str(k): float(v) for k, v in json.loads(meta.get("label_offsets", "{}")).items()}
+        except (ValueError, TypeError, AttributeError):
+            raise ZerosegError(f"{path}: malformed label_offsets in its metadata") from None
         self.path = path
 
     # the nn.Module methods Segmenter calls
@@ -163,8 +169,8 @@ def load_onnx_model(path: str | Path, device: str = "cpu", text_model: str | Pat
         from .text import create_text_encoder
 
         text = create_text_encoder(network.text_encoder_spec)
-    seg = Segmenter(network, text, network.config, device=device, source=str(path))
-    return seg
+    return Segmenter(network, text, network.config, device=device, source=str(path),
+                     label_offsets=network.label_offsets)
 
 
 ZSI_ONNX_FORMAT = "zeroseg/zsi-onnx-1"

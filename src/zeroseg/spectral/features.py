@@ -53,6 +53,8 @@ def image_tensor(image: Any) -> torch.Tensor:
     array = np.asarray(image)
     if array.ndim != 3 or array.shape[2] != 3:
         raise ZerosegError(f"expected an RGB image [H, W, 3], got shape {array.shape}")
+    if not array.flags.writeable:  # e.g. np.asarray of a PIL image: torch wants memory it may write
+        array = array.copy()
     t = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
     return t.float() / 255.0 if array.dtype == np.uint8 else t.float()
 

@@ -142,6 +142,16 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     return rc, cap.out, cap.err
 
 
+def with_defaults(command: str, tail: list, defaults: dict) -> list[str]:
+    """``command`` + the case's arguments + each default option the case does not set itself."""
+    tail = [str(a) for a in tail]
+    argv = [command] + tail
+    for option, value in defaults.items():
+        if option not in tail:
+            argv += [option, str(value)]
+    return argv
+
+
 def assert_one_line_error(rc: int, err: str, message: str, usage: bool = False) -> None:
     assert rc == 2, err
     assert "Traceback" not in err, err
@@ -218,14 +228,8 @@ SEGMENT_CASES = [
 @pytest.mark.parametrize("case", SEGMENT_CASES, ids=[c[0] for c in SEGMENT_CASES])
 def test_segment_bad_input(case, files, instance_model, tiny_model_file, tmp_path, capsys):
     _, build, message, usage = case
-    tail = [str(a) for a in build(files, instance_model)]
-    argv = ["segment"] + tail
-    if "--labels" not in tail:
-        argv += ["--labels", "dog,grass,other"]
-    if "--model" not in tail:
-        argv += ["--model", tiny_model_file]
-    if "--out" not in tail:
-        argv += ["--out", tmp_path / "out"]
+    argv = with_defaults("segment", build(files, instance_model),
+                         {"--labels": "dog,grass,other", "--model": tiny_model_file, "--out": tmp_path / "out"})
     rc, out, err = run_cli(argv, capsys)
     assert_one_line_error(rc, err, message, usage)
     no_temp_files(tmp_path)
@@ -255,14 +259,8 @@ INSTANCE_CASES = [
 @pytest.mark.parametrize("case", INSTANCE_CASES, ids=[c[0] for c in INSTANCE_CASES])
 def test_instances_bad_input(case, files, instance_model, tmp_path, capsys):
     _, build, message, usage = case
-    tail = [str(a) for a in build(files)]
-    argv = ["instances"] + tail
-    if "--labels" not in tail:
-        argv += ["--labels", "violin,pear"]
-    if "--model" not in tail:
-        argv += ["--model", instance_model]
-    if "--out" not in tail:
-        argv += ["--out", tmp_path / "out"]
+    argv = with_defaults("instances", build(files),
+                         {"--labels": "violin,pear", "--model": instance_model, "--out": tmp_path / "out"})
     rc, out, err = run_cli(argv, capsys)
     assert_one_line_error(rc, err, message, usage)
     no_temp_files(tmp_path)

@@ -32,6 +32,41 @@ def seen_offsets(trained: Sequence[str], offset: float) -> dict[str, float]:
     return {name: -float(offset) for name in trained if name != OTHER}
 
 
+def _offset_sweep(segmenter: Any, data: SynthDataset, labels: list[str], ids: np.ndarray, penalized: np.ndarray,
+                  offsets: Sequence[float], n: int, desc: str, progress: bool,
+                  only_images_with: np.ndarray | None = None) -> tuple[list[ConfusionMatrix], int]:
+    """Ask ``labels`` (class ids ``ids``) once per image and score every offset at once: the
+    offset is subtracted from the logits of the labels where ``penalized`` is 1. Pixels of
+    classes outside ``ids`` are ignored; with ``only_images_with``, so are images showing none
+    of those class ids. Returns one confusion matrix per offset and the number of images used."""
+    from ..progress import progress as tqdm
+
+    meters = [ConfusionMatrix(len(data.classes), IGNORE_INDEX) for _ in offsets]
+    used = 0
+    for i in tqdm(range(n), desc=desc, unit="img", disable=not progress):
+        image, mask = data.load(i)
+        if only_images_with is not None and not np.isin(mask, only_images_with).any():
+            continue
+        used += 1
+        target = np.where(np.isin(mask, ids) | (mask == IGNORE_INDEX), mask, IGNORE_INDEX)
+        # log-probabilities differ from the logits by a per-pixel constant: the same arg-max
+        logp = np.log(np.clip(segmenter.segment(image, labels).probs, 1e-30, None))
+        for meter, off in zip(meters, offsets):
+            meter.update(ids[(logp - off * penalized[:, None, None]).argmax(axis=0)], target)
+    return meters, used
+
+
+def _best(table: list[dict], key: str) -> dict:
+    """The row with the highest ``key``; ties go to the smaller offset."""
+    return max(table, key=lambda r: (-1 if r[key] is None else r[key], -r["offset"]))
+
+
+def _check_calibration(calibration: Sequence[str]) -> list[str]:
+    if not calibration:
+        raise ZerosegError("the model has no calibration classes (train with calibration_classes: N)")
+    return list(calibration)
+
+
 def choose_seen_offset(segmenter: Any, data_dir: str | Path, trained: Sequence[str], calibration: Sequence[str],
                        offsets: Sequence[float] = DEFAULT_OFFSETS, split: str = "val",
                        max_images: int | None = None, progress: bool = True) -> dict:
@@ -41,11 +76,7 @@ def choose_seen_offset(segmenter: Any, data_dir: str | Path, trained: Sequence[s
     ``labels``); ``calibration``: the seen classes it never trained on. Returns
     ``{"offset", "hiou", "table": [{offset, miou_trained, miou_calibration, hiou}]}`` (percent).
     """
-    from ..progress import progress as tqdm
-
-    calibration = [c for c in calibration]
-    if not calibration:
-        raise ZerosegError("the model has no calibration classes (train with calibration_classes: N)")
+    calibration = _check_calibration(calibration)
     data = SynthDataset(data_dir, split)
     if set(calibration) & set(data.unseen):
         raise ZerosegError("calibration classes must be seen classes")
@@ -54,24 +85,16 @@ def choose_seen_offset(segmenter: Any, data_dir: str | Path, trained: Sequence[s
     ids = np.array([0, *(data.class_id(n) for n in trained_named), *(data.class_id(n) for n in calibration)])
     trained_ids = list(ids[1:1 + len(trained_named)])
     calib_ids = list(ids[1 + len(trained_named):])
-    meters = [ConfusionMatrix(len(data.classes), IGNORE_INDEX) for _ in offsets]
-    penalty = np.zeros(len(labels), np.float32)
-    penalty[1:1 + len(trained_named)] = 1.0
+    penalized = np.zeros(len(labels), np.float32)
+    penalized[1:1 + len(trained_named)] = 1.0
     n = len(data) if max_images is None else min(len(data), max_images)
-    for i in tqdm(range(n), desc="calibrate", unit="img", disable=not progress):
-        image, mask = data.load(i)
-        target = np.where(np.isin(mask, ids) | (mask == IGNORE_INDEX), mask, IGNORE_INDEX)
-        # log-probabilities differ from the logits by a per-pixel constant: the same arg-max
-        logp = np.log(np.clip(segmenter.segment(image, labels).probs, 1e-30, None))
-        for meter, off in zip(meters, offsets):
-            pred = ids[(logp - off * penalty[:, None, None]).argmax(axis=0)]
-            meter.update(pred, target)
+    meters, _ = _offset_sweep(segmenter, data, labels, ids, penalized, offsets, n, "calibrate", progress)
     table = []
     for meter, off in zip(meters, offsets):
         s, u = meter.miou(trained_ids), meter.miou(calib_ids)
-        h = harmonic_mean(s, u)
-        table.append({"offset": float(off), "miou_trained": _pct(s), "miou_calibration": _pct(u), "hiou": _pct(h)})
-    best = max(table, key=lambda r: (-1 if r["hiou"] is None else r["hiou"], -r["offset"]))
+        table.append({"offset": float(off), "miou_trained": _pct(s), "miou_calibration": _pct(u),
+                      "hiou": _pct(harmonic_mean(s, u))})
+    best = _best(table, "hiou")
     return {"offset": best["offset"], "hiou": best["hiou"], "split": split, "num_images": n,
             "calibration_classes": calibration, "table": table}
 
@@ -87,29 +110,18 @@ def choose_background_offset(segmenter: Any, data_dir: str | Path, calibration: 
     when the model is asked about "other" + calibration classes only (the fixed zero-shot
     setting, with held-out seen classes standing in for unseen ones; pixels of the classes it
     trained on are ignored, as the fixed protocol ignores seen pixels). Ties: the smaller offset."""
-    from ..progress import progress as tqdm
-
-    if not calibration:
-        raise ZerosegError("the model has no calibration classes (train with calibration_classes: N)")
+    calibration = _check_calibration(calibration)
     data = SynthDataset(data_dir, split)
     labels = [OTHER, *calibration]
     ids = np.array([0, *(data.class_id(n) for n in calibration)])
-    meters = [ConfusionMatrix(len(data.classes), IGNORE_INDEX) for _ in offsets]
+    penalized = np.zeros(len(labels), np.float32)
+    penalized[0] = 1.0
     n = len(data) if max_images is None else min(len(data), max_images)
-    used = 0
-    for i in tqdm(range(n), desc="calibrate other", unit="img", disable=not progress):
-        image, mask = data.load(i)
-        if not np.isin(mask, ids[1:]).any():
-            continue  # like the fixed protocol: only images showing a (stand-in) unseen class
-        used += 1
-        target = np.where(np.isin(mask, ids) | (mask == IGNORE_INDEX), mask, IGNORE_INDEX)
-        logp = np.log(np.clip(segmenter.segment(image, labels).probs, 1e-30, None))
-        for meter, off in zip(meters, offsets):
-            logp0 = logp.copy()
-            logp0[0] -= off
-            meter.update(ids[logp0.argmax(axis=0)], target)
+    # like the fixed protocol: only images showing a (stand-in) unseen class
+    meters, used = _offset_sweep(segmenter, data, labels, ids, penalized, offsets, n, "calibrate other", progress,
+                                 only_images_with=ids[1:])
     table = [{"offset": float(off), "miou_calibration": _pct(m.miou(list(ids[1:]))), "iou_other": _pct(m.iou()[0])}
              for m, off in zip(meters, offsets)]
-    best = max(table, key=lambda r: (-1 if r["miou_calibration"] is None else r["miou_calibration"], -r["offset"]))
+    best = _best(table, "miou_calibration")
     return {"offset": best["offset"], "miou_calibration": best["miou_calibration"], "split": split,
-            "num_images": used, "calibration_classes": list(calibration), "table": table}
+            "num_images": used, "calibration_classes": calibration, "table": table}

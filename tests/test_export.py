@@ -118,7 +118,12 @@ def test_default_model_onnx_gives_identical_label_maps_on_the_example_images(tmp
     labels = ["tiger face", "bus", "violin", "pear", "castle", "duck", "other"]
     for image in examples:
         a, b = torch_seg.segment(image, labels), onnx_seg.segment(image, labels)
-        assert np.array_equal(a.label_map, b.label_map), image.name
+        # identical wherever the answer is not a float tie: two labels within 1e-5 in probability
+        # (the runtimes' rounding differs by about that much) may come out either way
+        top2 = np.sort(a.probs, axis=0)[-2:]
+        tie = (top2[1] - top2[0]) < 1e-5
+        assert np.array_equal(a.label_map[~tie], b.label_map[~tie]), image.name
+        assert tie.mean() < 1e-4, (image.name, int(tie.sum()))
         with torch.no_grad():
             x = torch_seg.prepare(torch_seg.as_rgb_array(image))
             x = torch_seg._pad(x)

@@ -156,13 +156,15 @@ class Segmenter:
                                    f"(limit {MAX_WINDOWS}); use a larger window")
 
     def prepare(self, array: np.ndarray, short_side: int | None = None, scale: float = 1.0) -> torch.Tensor:
-        """uint8 [H, W, 3] -> the normalized network input [1, 3, h, w] (not padded).
+        """uint8 [H, W, 3] (or a batch [B, H, W, 3]) -> the normalized network input [B, 3, h, w]
+        (not padded).
 
         The short side becomes ``short_side`` x ``scale`` (None: the model's ``input_size``;
         0: the image's own size).
         """
-        h, w = array.shape[:2]
-        x = torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1)[None].float().div_(255).to(self.device)
+        batch = array if array.ndim == 4 else array[None]
+        h, w = batch.shape[1:3]
+        x = torch.from_numpy(np.array(batch, copy=True)).permute(0, 3, 1, 2).float().div_(255).to(self.device)
         size = self.input_size(h, w, short_side, scale)
         base = self.config.input_size if short_side is None else (short_side or min(h, w))
         factor = base * scale / min(h, w)
@@ -178,7 +180,6 @@ class Segmenter:
         feats = self.model.decoder_features(self._pad(x))[0]
         return feats[:, : (h + 1) // 2, : (w + 1) // 2].float().cpu()
 
-    @torch.no_grad()
     def segment(self, image, labels: list[str], *, short_side: int | None = None, window: int | None = None,
                 scales: tuple[float, ...] = (1.0,), flip: bool = False, refine: str | None = None,
                 refine_options: dict | None = None, logit_offsets: list[float] | None = None,
@@ -197,37 +198,62 @@ class Segmenter:
         Work is bounded: an input over ``max_pixels`` after resizing, or more than ``MAX_WINDOWS``
         sliding windows, is refused before anything runs.
         """
+        return self.segment_batch([image], labels, short_side=short_side, window=window, scales=scales, flip=flip,
+                                  refine=refine, refine_options=refine_options, logit_offsets=logit_offsets,
+                                  max_pixels=max_pixels)[0]
+
+    @torch.no_grad()
+    def segment_batch(self, images: list, labels: list[str], *, short_side: int | None = None,
+                      window: int | None = None, scales: tuple[float, ...] = (1.0,), flip: bool = False,
+                      refine: str | None = None, refine_options: dict | None = None,
+                      logit_offsets: list[float] | None = None,
+                      max_pixels: int = MAX_WORK_PIXELS) -> list[Segmentation]:
+        """``segment`` for several images of one size in one network pass per scale (and flip).
+
+        Each result's ``seconds`` is the batch's time divided by its size.
+        """
         start = time.perf_counter()
-        array = self.as_rgb_array(image)
+        arrays = [self.as_rgb_array(image) for image in images]
+        if not arrays:
+            return []
+        if len({a.shape for a in arrays}) > 1:
+            raise ZerosegError("segment_batch needs images of one size; got "
+                               + ", ".join(sorted({f"{a.shape[1]}x{a.shape[0]}" for a in arrays})))
         labels = list(labels)
-        h, w = array.shape[:2]
+        h, w = arrays[0].shape[:2]
         self.check_work(h, w, short_side, max(scales), window, max_pixels)
+        if refine is not None and refine != "spectral":
+            raise ZerosegError(f"unknown refinement {refine!r}; expected 'spectral'")
+        if logit_offsets is not None and len(logit_offsets) != len(labels):
+            raise ZerosegError(f"logit_offsets has {len(logit_offsets)} values for {len(labels)} labels")
         text = self.text_embeddings(labels)
-        total = torch.zeros(1, len(labels), h, w, device=self.device)
+        batch = np.stack(arrays)
+        total = torch.zeros(len(arrays), len(labels), h, w, device=self.device)
         for scale in scales:
-            xs = self.prepare(array, short_side, scale)
+            xs = self.prepare(batch, short_side, scale)
             for flipped in ((False, True) if flip else (False,)):
                 inp = xs.flip(-1) if flipped else xs
                 out = self._windowed(inp, text, window)
                 out = out.flip(-1) if flipped else out
                 total += F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
         total = total / (len(scales) * (2 if flip else 1))
-        if logit_offsets is not None and len(logit_offsets) != len(labels):
-            raise ZerosegError(f"logit_offsets has {len(logit_offsets)} values for {len(labels)} labels")
         offsets = [self.label_offsets.get(lab, 0.0) + (float(logit_offsets[i]) if logit_offsets is not None else 0.0)
                    for i, lab in enumerate(labels)]
         if any(offsets):
             total = total + torch.tensor(offsets, device=total.device).view(1, -1, 1, 1)
-        probs = torch.softmax(total[0], dim=0).cpu().numpy()
-        label_map = probs.argmax(axis=0).astype(np.int32)
-        info: dict = {}
-        if refine == "spectral":
-            from .spectral.fusion import spectral_refine
+        results = []
+        for array, logits in zip(arrays, total):
+            probs = torch.softmax(logits, dim=0).cpu().numpy()  # per image: the same rounding at any batch size
+            label_map = probs.argmax(axis=0).astype(np.int32)
+            info: dict = {}
+            if refine == "spectral":
+                from .spectral.fusion import spectral_refine
 
-            label_map, info = spectral_refine(self, array, probs, short_side=short_side, **(refine_options or {}))
-        elif refine is not None:
-            raise ZerosegError(f"unknown refinement {refine!r}; expected 'spectral'")
-        return Segmentation(label_map, probs, labels, seconds=time.perf_counter() - start, info=info)
+                label_map, info = spectral_refine(self, array, probs, short_side=short_side, **(refine_options or {}))
+            results.append(Segmentation(label_map, probs, labels, info=info))
+        for seg in results:
+            seg.seconds = (time.perf_counter() - start) / len(results)
+        return results
 
 
 def load_model(source: str | Path = "default", arch_option: int = 0, block_depth: int = 0,

@@ -65,6 +65,18 @@ def _add_size_limits(p: argparse.ArgumentParser) -> None:
                    help=f"refuse larger images, read from the header before decoding (default {MAX_INPUT_PIXELS})")
 
 
+def _add_batch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--glob", default=None, metavar="PATTERN",
+                   help="in input folders, take the files matching PATTERN (relative, ** for any depth; "
+                        "default: every image file, at any depth)")
+    p.add_argument("--workers", type=_int_at_least(0), default=0,
+                   help="threads decoding images ahead of the network (default 0: decode in turn)")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=1,
+                   help="images per network pass; consecutive images of one size are batched (default 1)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip images whose outputs exist and check out (same labels, model, options)")
+
+
 def _refine_options(args: argparse.Namespace) -> dict | None:
     if not args.refine:
         return None
@@ -102,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the default for .onnx models)")
     p.add_argument("--text-model", default=None,
                    help="onnx runtime only: take the text encoder from this .safetensors/.ckpt (CLIP towers)")
+    _add_batch_args(p)
 
     p = sub.add_parser("export", help="export a model's network to ONNX (LSeg: for --runtime onnx; ZSI: one image a call)")
     p.add_argument("model", help="default, default-instances, a zeroseg .safetensors (semantic or instance) "
@@ -120,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output")
     p.add_argument("--arch-option", type=int, default=0, choices=(0, 1, 2))
     p.add_argument("--block-depth", type=int, default=0)
+
+    p = sub.add_parser("demo", help="a web app on localhost: semantic and instance tabs (pip install 'zeroseg[demo]')")
+    from .webdemo import add_arguments as add_demo_arguments  # stdlib only: gradio is imported when it starts
+
+    add_demo_arguments(p)
 
     p = sub.add_parser("models", help="list registered model names")
     p.add_argument("--pretrained", action="store_true",
@@ -157,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", type=float, default=0.0,
                    help="GZSI: subtract this from the scores of labels the model was trained on")
     p.add_argument("--device", default="cpu")
+    _add_batch_args(p)
 
     p = sub.add_parser("eval-instances", help="ZSI / GZSI evaluation: mAP@0.5 and Recall@100 (pycocotools)")
     p.add_argument("--model", default="default-instances")
@@ -215,12 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_segment(args) -> int:
     from .api import load_model
-    from .io import check_label_count, collect_images, ensure_writable_dir, load_image, output_stems, parse_labels
-    from .viz import write_segmentation
+    from .batch import SegmentTask, plan_jobs, run_batch
+    from .io import check_label_count, ensure_writable_dir, parse_labels
 
     labels = parse_labels(args.labels)
     check_label_count(labels)
-    images = collect_images(args.inputs)
+    jobs = plan_jobs(args.inputs, args.out, args.glob)
     out = ensure_writable_dir(args.out)
     runtime = args.runtime or ("onnx" if str(args.model).lower().endswith(".onnx") else "torch")
     if runtime == "onnx":
@@ -240,20 +259,10 @@ def cmd_segment(args) -> int:
         options["short_side"] = args.short_side
     if args.max_pixels is not None:
         options["max_pixels"] = args.max_pixels
-    from tqdm import tqdm
-
-    from .progress import progress
-
-    for path, stem in progress(list(zip(images, output_stems(images))), desc="segment", unit="img",
-                               disable=len(images) < 2, file=sys.stderr):
-        image = load_image(path, max_pixels=args.max_input_pixels, upright=True)
-        seg = segmenter.segment(image, labels, **options)
-        written = write_segmentation(seg, image, out, stem,
-                                     extra={"image": str(path), "model": segmenter.source})
-        top = sorted(seg.fractions().items(), key=lambda kv: -kv[1])
-        found = ", ".join(f"{k} {100 * v:.0f}%" for k, v in top if v >= 0.005)
-        tqdm.write(f"{path}: {found} -> {written['overlay']}", file=sys.stdout)
-    return 0
+    task = SegmentTask(segmenter, labels, options, templates=args.template)
+    summary = run_batch(task, jobs, out, workers=args.workers, batch_size=args.batch_size, resume=args.resume,
+                        max_input_pixels=args.max_input_pixels)
+    return summary.exit_code
 
 
 def _is_instance_model(source: str) -> bool:
@@ -423,47 +432,20 @@ def _eval_dataset(args) -> int:
 
 
 def cmd_instances(args) -> int:
-    import json
-
+    from .batch import InstanceTask, plan_jobs, run_batch
     from .instances import load_instance_model
-    from .io import (
-        check_label_count,
-        collect_images,
-        ensure_writable_dir,
-        load_image,
-        output_stems,
-        parse_labels,
-        write_bytes_atomic,
-    )
-    from .viz import write_instances
+    from .io import check_label_count, ensure_writable_dir, parse_labels
 
     labels = parse_labels(args.labels)
     check_label_count(labels)
-    images = collect_images(args.inputs)
+    jobs = plan_jobs(args.inputs, args.out, args.glob)
     out = ensure_writable_dir(args.out)
     segmenter = load_instance_model(args.model, device=args.device)
-    from tqdm import tqdm
-
-    coco_images, detections = [], []
-    from .progress import progress
-
-    for image_id, (path, stem) in enumerate(progress(list(zip(images, output_stems(images))), desc="instances",
-                                                     unit="img", disable=len(images) < 2, file=sys.stderr), start=1):
-        image = load_image(path, max_pixels=args.max_input_pixels, upright=True)
-        found = segmenter.detect(image, labels, calibration=args.calibration, score_threshold=args.score_threshold,
-                                 max_detections=args.max_detections, nms_across_labels=args.nms_across_labels)
-        written = write_instances(found, image, out, stem, image_id,
-                                  extra={"image": str(path), "model": segmenter.source})
-        coco_images.append({"id": image_id, "file_name": str(path), "height": int(image.shape[0]),
-                            "width": int(image.shape[1])})
-        detections += found.to_coco(image_id)
-        listing = ", ".join(f"{n} {s:.2f}" for n, s in zip(found.names(), found.scores)) or "nothing"
-        tqdm.write(f"{path}: {listing} -> {written['overlay']}", file=sys.stdout)
-    combined = {"images": coco_images, "categories": [{"id": i + 1, "name": n} for i, n in enumerate(labels)],
-                "annotations": [{"id": k + 1, **d} for k, d in enumerate(detections)]}
-    write_bytes_atomic(out / "detections.json", (json.dumps(combined) + "\n").encode())
-    print(f"{len(detections)} instances in {len(images)} image(s); COCO JSON: {out / 'detections.json'}")
-    return 0
+    options = dict(calibration=args.calibration, score_threshold=args.score_threshold,
+                   max_detections=args.max_detections, nms_across_labels=args.nms_across_labels)
+    summary = run_batch(InstanceTask(segmenter, labels, options), jobs, out, workers=args.workers,
+                        batch_size=args.batch_size, resume=args.resume, max_input_pixels=args.max_input_pixels)
+    return summary.exit_code
 
 
 def _instance_ground_truth(args):
@@ -512,9 +494,15 @@ def cmd_eval_instances(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    from .webdemo import main as demo_main
+
+    return demo_main(args)
+
+
 COMMANDS = {"segment": cmd_segment, "export": cmd_export, "calibrate": cmd_calibrate, "convert": cmd_convert, "models": cmd_models, "data": cmd_data,
             "eval": cmd_eval, "instances": cmd_instances,
-            "eval-instances": cmd_eval_instances}
+            "eval-instances": cmd_eval_instances, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -112,7 +112,6 @@ class InstanceSegmenter:
                                f"{cfg.max_size} px its short side would be {min(h, w) * factor:.1f} px "
                                f"(at least {self.MIN_RESIZED_SIDE}); crop it first")
 
-    @torch.no_grad()
     def detect(self, image, labels: list[str], *, seen_labels: list[str] | None = None, calibration: float = 0.0,
                score_threshold: float = 0.05, mask_threshold: float = 0.5, max_detections: int = 100,
                nms_across_labels: float | None = None) -> Instances:
@@ -122,29 +121,46 @@ class InstanceSegmenter:
         object may come back under several labels; ``nms_across_labels=IOU`` keeps only the
         best-scoring label where boxes of different labels overlap by more than IOU (for display).
         """
+        return self.detect_batch([image], labels, seen_labels=seen_labels, calibration=calibration,
+                                 score_threshold=score_threshold, mask_threshold=mask_threshold,
+                                 max_detections=max_detections, nms_across_labels=nms_across_labels)[0]
+
+    @torch.no_grad()
+    def detect_batch(self, images: list, labels: list[str], *, seen_labels: list[str] | None = None,
+                     calibration: float = 0.0, score_threshold: float = 0.05, mask_threshold: float = 0.5,
+                     max_detections: int = 100, nms_across_labels: float | None = None) -> list[Instances]:
+        """``detect`` for several images (any sizes) in one network pass. The detector pads a batch
+        to its largest image, so results near the borders can differ slightly from one at a time."""
         from .api import Segmenter
         from .io import parse_labels
 
         labels = parse_labels([str(lab) for lab in labels])
-        array = Segmenter.as_rgb_array(image)
-        self.check_work(*array.shape[:2])
+        arrays = [Segmenter.as_rgb_array(image) for image in images]
+        for array in arrays:
+            self.check_work(*array.shape[:2])
         start = time.perf_counter()
         emb = self.embeddings(labels)
-        x = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32) / 255.0)
-        out = self.model([x.to(self.device)], emb, logit_offsets=self.logit_offsets(labels, seen_labels, calibration))[0]
-        keep = out["scores"] >= score_threshold
-        if nms_across_labels:
-            from torchvision.ops import nms
+        xs = [torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32) / 255.0).to(self.device)
+              for a in arrays]
+        outputs = self.model(xs, emb, logit_offsets=self.logit_offsets(labels, seen_labels, calibration)) if xs else []
+        results = []
+        for out in outputs:
+            keep = out["scores"] >= score_threshold
+            if nms_across_labels:
+                from torchvision.ops import nms
 
-            survivors = torch.zeros_like(keep)
-            survivors[nms(out["boxes"], out["scores"], float(nms_across_labels))] = True
-            keep &= survivors
-        order = torch.argsort(out["scores"][keep], descending=True)[:max_detections]
-        pick = lambda t: t[keep][order].cpu()  # noqa: E731
-        masks = pick(out["masks"])[:, 0] >= mask_threshold
-        return Instances(boxes=pick(out["boxes"]).numpy(), scores=pick(out["scores"]).numpy(),
-                         label_ids=(pick(out["labels"]) - 1).numpy(), masks=masks.numpy(), labels=labels,
-                         seconds=time.perf_counter() - start)
+                survivors = torch.zeros_like(keep)
+                survivors[nms(out["boxes"], out["scores"], float(nms_across_labels))] = True
+                keep &= survivors
+            order = torch.argsort(out["scores"][keep], descending=True)[:max_detections]
+            pick = lambda t: t[keep][order].cpu()  # noqa: E731
+            masks = pick(out["masks"])[:, 0] >= mask_threshold
+            results.append(Instances(boxes=pick(out["boxes"]).numpy(), scores=pick(out["scores"]).numpy(),
+                                     label_ids=(pick(out["labels"]) - 1).numpy(), masks=masks.numpy(),
+                                     labels=labels))
+        for found in results:
+            found.seconds = (time.perf_counter() - start) / len(results)
+        return results
 
 
 def load_instance_model(source: str | Path = "default-instances", device: str = "cpu",
@@ -168,3 +184,11 @@ def load_instance_model(source: str | Path = "default-instances", device: str = 
     if isinstance(text_encoder, str):
         text_encoder = make_text_encoder(text_encoder)
     return InstanceSegmenter(model, text_encoder, source=str(source), extra=extra, device=device)
+
+
+if __name__ == "__main__":  # `torchrun ... -m zeroseg.instances ARGS` is `zeroseg instances ARGS`
+    import sys
+
+    from .cli import main
+
+    sys.exit(main(["instances", *sys.argv[1:]]))

@@ -49,6 +49,21 @@ def save_image_atomic(image, path: str | Path, **kwargs) -> None:
         image.save(tmp, format=_format_for(path), **kwargs)
 
 
+def encode_image(image, suffix: str = ".png", **kwargs) -> bytes:
+    """A PIL image as file bytes (format from ``suffix``): hashed and written in one step."""
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format=_format_for(Path(f"x{suffix}")), **kwargs)
+    return buffer.getvalue()
+
+
+def sha256_hex(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
 def _format_for(path: Path) -> str:
     return {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), "PNG")
 

@@ -86,22 +86,40 @@ def overlay(image: np.ndarray, label_map: np.ndarray, labels: list[str], alpha: 
     return out
 
 
+def _write_images(images: dict, paths: dict) -> dict:
+    """Write each PIL image atomically; {key: {"name", "sha256"}} for the record (``--resume``
+    checks these, so a file replaced by another run never passes for this one's)."""
+    from .io import encode_image, sha256_hex, write_bytes_atomic
+
+    files = {}
+    for key, image in images.items():
+        data = encode_image(image, paths[key].suffix)
+        write_bytes_atomic(paths[key], data)
+        files[key] = {"name": paths[key].name, "sha256": sha256_hex(data)}
+    return files
+
+
 def write_segmentation(seg, image: np.ndarray, out_dir: str | Path, stem: str, extra: dict | None = None) -> dict:
-    """Write ``<stem>.png`` (label indices), ``<stem>_overlay.png`` and ``<stem>.json``, each atomically."""
-    from .io import save_image_atomic, write_bytes_atomic
+    """Write ``<stem>.png`` (label indices), ``<stem>_overlay.png`` and ``<stem>.json``, each atomically.
+
+    The JSON comes last and names the images with their SHA-256, so it exists only once the
+    images are complete. It holds no timings: the same input gives the same bytes (timings are in
+    the run's ``manifest.jsonl``).
+    """
+    from .io import write_bytes_atomic
 
     out_dir = Path(out_dir)
     paths = {"mask": out_dir / f"{stem}.png", "overlay": out_dir / f"{stem}_overlay.png",
              "json": out_dir / f"{stem}.json"}
     fractions = seg.fractions()
-    save_image_atomic(label_png(seg.label_map, len(seg.labels)), paths["mask"])
-    save_image_atomic(overlay(image, seg.label_map, seg.labels, fractions=fractions), paths["overlay"])
+    files = _write_images({"mask": label_png(seg.label_map, len(seg.labels)),
+                           "overlay": overlay(image, seg.label_map, seg.labels, fractions=fractions)}, paths)
     record = {
         "labels": seg.labels,
         "image_size": {"height": int(seg.label_map.shape[0]), "width": int(seg.label_map.shape[1])},
         "pixel_fraction": {k: round(v, 6) for k, v in fractions.items()},
-        "seconds": round(seg.seconds, 4),
         **(extra or {}),
+        "files": files,
     }
     write_bytes_atomic(paths["json"], (json.dumps(record, indent=2) + "\n").encode())
     return {k: str(v) for k, v in paths.items()}
@@ -135,18 +153,19 @@ def instance_overlay(image: np.ndarray, instances, alpha: float = 0.45) -> Image
 
 def write_instances(instances, image: np.ndarray, out_dir: str | Path, stem: str, image_id: int = 1,
                     extra: dict | None = None) -> dict:
-    """Write ``<stem>_instances.json`` (COCO results + categories) and ``<stem>_instances.png``, atomically."""
-    from .io import save_image_atomic, write_bytes_atomic
+    """Write ``<stem>_instances.png`` and then ``<stem>_instances.json`` (COCO results + categories,
+    the overlay's SHA-256; no timings), each atomically."""
+    from .io import write_bytes_atomic
 
     out_dir = Path(out_dir)
     paths = {"json": out_dir / f"{stem}_instances.json", "overlay": out_dir / f"{stem}_instances.png"}
+    files = _write_images({"overlay": instance_overlay(image, instances)}, paths)
     record = {
         "image_size": {"height": int(image.shape[0]), "width": int(image.shape[1])},
         "categories": [{"id": i + 1, "name": name} for i, name in enumerate(instances.labels)],
         "detections": instances.to_coco(image_id),
-        "seconds": round(instances.seconds, 4),
         **(extra or {}),
+        "files": files,
     }
-    save_image_atomic(instance_overlay(image, instances), paths["overlay"])
     write_bytes_atomic(paths["json"], (json.dumps(record) + "\n").encode())
     return {k: str(v) for k, v in paths.items()}

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from common import median_seconds, write_results
+from common import median_seconds, tests_on_path, write_results
+
+tests_on_path()  # the synthetic features are test helpers (tests/synthetic_features.py)
+from synthetic_features import planted_features, smooth_features  # noqa: E402
 
 from zeroseg.spectral import (
     degrees,
     dense_eigs,
     eigen_segments,
     feature_affinity,
-    planted_features,
-    smooth_features,
     spectral_eigs,
 )
 from zeroseg.spectral.eigen import DEFAULT_NCV, DEFAULT_TOL

@@ -11,6 +11,15 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 
 
+def tests_on_path() -> None:
+    """Make the test helpers in tests/ importable (shared by tests and benchmarks)."""
+    import sys
+
+    tests = str(Path(__file__).resolve().parents[1] / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+
+
 def median_seconds(fn, repeat: int = 5, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()

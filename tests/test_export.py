@@ -12,7 +12,8 @@ from zeroseg.errors import ZerosegError
 from zeroseg.models.registry import create_model
 
 pytest.importorskip("onnxruntime", reason="the onnx runtime is an optional dependency (CI installs it)")
-from zeroseg.export import OnnxLSeg, export_onnx, load_onnx_model  # noqa: E402
+from zeroseg.api import load_onnx_model  # noqa: E402
+from zeroseg.export import OnnxLSeg, export_onnx  # noqa: E402
 
 SMALL = {  # registered CPU configs, a locally built ViT, a torchvision ResNet, both regularization kinds
     "lseg_tiny_minilm": "lseg_tiny_minilm",

@@ -6,6 +6,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 from conftest import TINY_VIT
+from synthetic_features import planted_features, smooth_features
 
 from zeroseg.errors import ZerosegError
 from zeroseg.spectral import (
@@ -22,9 +23,7 @@ from zeroseg.spectral import (
     laplacian,
     load_vit,
     orient,
-    planted_features,
     segmenter_features,
-    smooth_features,
     spectral_eigs,
     threshold_segments,
     vit_features,

@@ -18,10 +18,10 @@ from PIL import Image
 
 from zeroseg.data.dataset import DatasetIndex
 from zeroseg.errors import ZerosegError
+from zeroseg.text.random import RandomTextEncoder
 from zeroseg.train.data import EpochShardSampler, SeenSegmentationDataset
 from zeroseg.train.engine import (
-    RandomTextEncoder,
-    Trainer,
+    LSegTrainer,
     load_config,
     lr_factor,
     read_state,
@@ -128,7 +128,7 @@ def test_lr_schedule():
 # ----------------------------------------------------------------------------- data
 def test_train_loader_yields_seen_classes_only(dataset, tmp_path):
     """Iterate the trainer's own loader over several epochs: only "other" + seen positions or ignore."""
-    trainer = Trainer(tiny_cfg(dataset, tmp_path / "unused"), progress=False)
+    trainer = LSegTrainer(tiny_cfg(dataset, tmp_path / "unused"), progress=False)
     assert trainer.labels == ["other"] + SEEN
     seen_values: set[int] = set()
     for epoch in range(3):
@@ -184,7 +184,7 @@ def test_loader_workers_do_not_change_samples(dataset, tmp_path):
     same bits as the main process, so resume is exact whatever num_workers is."""
     batches = {}
     for w in (0, 2):
-        t = Trainer(tiny_cfg(dataset, tmp_path / f"w{w}", num_workers=w), progress=False)
+        t = LSegTrainer(tiny_cfg(dataset, tmp_path / f"w{w}", num_workers=w), progress=False)
         t.sampler.set_epoch(1)
         t.train_ds.set_epoch(1)
         batches[w] = list(t.train_loader)
@@ -218,17 +218,17 @@ def test_train_checkpoints_and_exact_resume(dataset, tmp_path, monkeypatch):
     assert resumed["global_step"] == 6
 
     # a crash at step 4 with state_every=2: resume from the step-2 state reaches the same weights
-    real_step = Trainer.train_step
+    real_step = LSegTrainer.train_step
 
     def crashing_step(self, batch):
         if self.global_step == 3:
             raise RuntimeError("simulated crash")
         return real_step(self, batch)
 
-    monkeypatch.setattr(Trainer, "train_step", crashing_step)
+    monkeypatch.setattr(LSegTrainer, "train_step", crashing_step)
     with pytest.raises(RuntimeError, match="simulated"):
         train(tiny_cfg(dataset, tmp_path / "e", max_steps=6, state_every=2), progress=False)
-    monkeypatch.setattr(Trainer, "train_step", real_step)
+    monkeypatch.setattr(LSegTrainer, "train_step", real_step)
     assert read_state(tmp_path / "e")["global_step"] == 2
     train(tiny_cfg(dataset, tmp_path / "e", max_steps=6, state_every=2), resume=str(tmp_path / "e"), progress=False)
 
@@ -242,7 +242,7 @@ def test_train_checkpoints_and_exact_resume(dataset, tmp_path, monkeypatch):
         assert torch.allclose(wa[k].float(), wb[k].float(), atol=1e-6, rtol=0), k
     for (pa, qa), (pb, qb) in zip(sa["optimizer"]["state"].items(), sb["optimizer"]["state"].items()):
         assert torch.allclose(qa["exp_avg_sq"], qb["exp_avg_sq"], atol=1e-9), pa
-    init = Trainer(tiny_cfg(dataset, tmp_path / "c"), progress=False).module.state_dict()
+    init = LSegTrainer(tiny_cfg(dataset, tmp_path / "c"), progress=False).module.state_dict()
     assert any(not torch.equal(init[k], wa[k]) for k in wa)  # training did change the weights
 
     # files: epoch checkpoint, best, last, state (weights_only), config, log
@@ -270,7 +270,7 @@ def test_train_checkpoints_and_exact_resume(dataset, tmp_path, monkeypatch):
     seg = load_model(str(out / "last.safetensors"))
     extra = json.loads(read_safetensors_metadata(out / "last.safetensors")["extra"])
     assert extra["labels"] == ["other"] + SEEN and extra["global_step"] == 6 and extra["unseen"] == UNSEEN
-    ref = Trainer(tiny_cfg(dataset, tmp_path / "d"), progress=False).module
+    ref = LSegTrainer(tiny_cfg(dataset, tmp_path / "d"), progress=False).module
     ref.load_state_dict(wa)
     x = torch.randn(1, 3, SIZE, SIZE)
     with torch.no_grad():
@@ -307,9 +307,9 @@ def _free_port() -> int:
 
 DDP_SCRIPT = textwrap.dedent("""
     import json, os, sys, torch
-    from zeroseg.train.engine import Trainer
+    from zeroseg.train.engine import LSegTrainer
     cfg = json.loads(sys.argv[1])
-    t = Trainer(cfg, progress=False)
+    t = LSegTrainer(cfg, progress=False)
     t.run()
     # every rank saves what it holds, so the test can compare ranks
     torch.save(t.module.state_dict(), os.path.join(cfg["out"], f"rank{os.environ.get('RANK', '0')}.pt"))
@@ -351,7 +351,7 @@ def test_ddp_two_processes_match_one(dataset, tmp_path):
     for k in r0:
         assert torch.equal(r0[k], r1[k]), k
     single = torch.load(runs[1] / "rank0.pt", weights_only=True)
-    init = Trainer(cfg, progress=False).module.state_dict()  # same seed -> the same initial weights
+    init = LSegTrainer(cfg, progress=False).module.state_dict()  # same seed -> the same initial weights
     keys = [k for k in single if single[k].is_floating_point()]
     du = torch.cat([(r0[k] - init[k]).flatten() for k in keys])
     ds = torch.cat([(single[k] - init[k]).flatten() for k in keys])
@@ -410,3 +410,22 @@ def test_training_with_edge_loss_adds_and_saves_an_edge_head(dataset, tmp_path):
     x = torch.zeros(1, 3, 64, 64)
     logits, edges = seg.model(x, torch.randn(2, seg.config.embed_dim), with_edges=True)
     assert edges.shape == (1, 1, 64, 64) and logits.shape == (1, 2, 64, 64)
+
+
+def test_python_and_cli_resume_resolve_the_same_config(dataset, tmp_path, capsys):
+    """`train(cfg, resume=d)` and `zeroseg train --resume d` start from the run's own config."""
+    import yaml
+
+    from zeroseg.cli import main
+    from zeroseg.train.engine import resolve_config
+
+    run = tmp_path / "run"
+    train(tiny_cfg(dataset, run, max_steps=2, lr=3e-3, seed=11), progress=False)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--print-config", "max_steps=4"]) == 0
+    from_cli = yaml.safe_load(capsys.readouterr().out)
+    from_python = resolve_config({"max_steps": 4}, str(run))
+    assert from_python == from_cli
+    assert from_python["lr"] == 3e-3 and from_python["seed"] == 11 and from_python["max_steps"] == 4
+    # without resume, the run's settings are not taken
+    assert resolve_config({"max_steps": 4})["lr"] != 3e-3

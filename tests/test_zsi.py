@@ -23,7 +23,7 @@ from zeroseg.models.zsi import (
     save_zsi_model,
 )
 from zeroseg.models.zsi.model import _configs
-from zeroseg.train.engine import RandomTextEncoder
+from zeroseg.text.random import RandomTextEncoder
 
 # Small enough to train for a few steps in a test: 64 px inputs, 16-channel FPN, 32-d text space.
 TINY = {"backbone": "resnet10t", "fpn_channels": 16, "representation_size": 32, "mask_layers": [16, 16],

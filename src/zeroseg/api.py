@@ -14,6 +14,8 @@ from .errors import ZerosegError
 from .models.lseg import LSegConfig, LSegNet
 from .text.base import CachedTextEncoder, TextEncoder
 
+__all__ = ["Segmentation", "Segmenter", "load_model", "load_onnx_model", "MAX_WORK_PIXELS", "MAX_WINDOWS"]
+
 
 @dataclass
 class Segmentation:
@@ -284,8 +286,6 @@ def load_model(source: str | Path = "default", arch_option: int = 0, block_depth
     if path.is_dir():
         raise ZerosegError(f"expected a model file, got a directory: {path}")
     if path.suffix.lower() == ".onnx":
-        from .export import load_onnx_model
-
         return load_onnx_model(path, device=device)
     with open(path, "rb") as f:
         magic = f.read(2)
@@ -296,3 +296,18 @@ def load_model(source: str | Path = "default", arch_option: int = 0, block_depth
         model, text, cfg = loading.load_safetensors_model(path)
         offsets = loading.model_extra(path).get("label_offsets")
     return Segmenter(model, text, cfg, device=device, source=src, label_offsets=offsets)
+
+
+def load_onnx_model(path: str | Path, device: str = "cpu", text_model: str | Path | None = None,
+                    threads: int | None = None) -> Segmenter:
+    """A ``Segmenter`` running a ``zeroseg export`` file with onnxruntime; labels are embedded by
+    the text encoder named in the file (or the text tower of ``text_model``, a zeroseg
+    .safetensors / official .ckpt, for CLIP towers that live inside checkpoints)."""
+    from .export import OnnxLSeg  # optional: onnxruntime
+    from .text import create_text_encoder
+
+    network = OnnxLSeg(path, threads=threads)
+    text = load_model(text_model).text_encoder if text_model is not None \
+        else create_text_encoder(network.text_encoder_spec)
+    return Segmenter(network, text, network.config, device=device, source=str(path),
+                     label_offsets=network.label_offsets)

@@ -243,7 +243,7 @@ def cmd_segment(args) -> int:
     out = ensure_writable_dir(args.out)
     runtime = args.runtime or ("onnx" if str(args.model).lower().endswith(".onnx") else "torch")
     if runtime == "onnx":
-        from .export import load_onnx_model
+        from .api import load_onnx_model
 
         if not str(args.model).lower().endswith(".onnx"):
             raise ZerosegError(f"--runtime onnx runs an exported file; first: zeroseg export {args.model} model.onnx")
@@ -508,15 +508,15 @@ COMMANDS = {"segment": cmd_segment, "export": cmd_export, "calibrate": cmd_calib
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:  # every option after "train" belongs to the training parser
-        from .train.__main__ import build_parser as train_parser
-        from .train.__main__ import run as train_run
+        from .train.commands import build_parser as train_parser
+        from .train.commands import run as train_run
 
         train_args = train_parser("zeroseg train").parse_args(argv[1:])
 
         def action() -> int:
             return train_run(train_args)
     elif argv[:1] == ["train-instances"]:
-        from .train.__main__ import build_instances_parser, run_instances
+        from .train.commands import build_instances_parser, run_instances
 
         instance_args = build_instances_parser().parse_args(argv[1:])
 

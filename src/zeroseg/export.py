@@ -11,7 +11,7 @@ Scoring and the spatial regularization blocks are in the graph because they are 
 network's function (the regularization has learned weights): a runtime needs nothing from
 PyTorch but the text embeddings. H and W must be multiples of the model's stride (``Segmenter``
 pads them). The model config, the text encoder spec and the stride are stored in the file's
-metadata, so ``load_onnx_model`` rebuilds the rest.
+metadata, so ``zeroseg.api.load_onnx_model`` rebuilds the rest.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from .models.lseg import LSegConfig, LSegNet
 ONNX_FORMAT = "zeroseg/lseg-onnx-1"
 OPSET = 18
 
-__all__ = ["ONNX_FORMAT", "ZSI_ONNX_FORMAT", "export_onnx", "export_zsi_onnx", "OnnxLSeg", "load_onnx_model"]
+__all__ = ["ONNX_FORMAT", "ZSI_ONNX_FORMAT", "export_onnx", "export_zsi_onnx", "OnnxLSeg"]
 
 
 @contextlib.contextmanager
@@ -153,24 +153,6 @@ class OnnxLSeg:
     def decoder_features(self, x: torch.Tensor) -> torch.Tensor:
         raise ZerosegError("an ONNX export holds no decoder features; use --spectral-features imagenet "
                            "or the PyTorch model for decoder-feature refinement")
-
-
-def load_onnx_model(path: str | Path, device: str = "cpu", text_model: str | Path | None = None,
-                    threads: int | None = None):
-    """A ``Segmenter`` running ``path`` with onnxruntime; labels are embedded by the text
-    encoder named in the file (or the text tower of ``text_model``, a zeroseg .safetensors /
-    official .ckpt, for CLIP towers that live inside checkpoints)."""
-    from .api import Segmenter, load_model
-
-    network = OnnxLSeg(path, threads=threads)
-    if text_model is not None:
-        text = load_model(text_model).text_encoder
-    else:
-        from .text import create_text_encoder
-
-        text = create_text_encoder(network.text_encoder_spec)
-    return Segmenter(network, text, network.config, device=device, source=str(path),
-                     label_offsets=network.label_offsets)
 
 
 ZSI_ONNX_FORMAT = "zeroseg/zsi-onnx-1"

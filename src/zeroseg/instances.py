@@ -166,8 +166,9 @@ class InstanceSegmenter:
 def load_instance_model(source: str | Path = "default-instances", device: str = "cpu",
                         text_encoder: TextEncoder | str | None = None) -> InstanceSegmenter:
     """A ready ``InstanceSegmenter`` from a registered name with bundled weights or a zeroseg file."""
+    from .models.loading import text_encoder_spec
     from .models.zsi.model import bundled_zsi_weights, list_zsi_models, load_zsi_model
-    from .train.engine import make_text_encoder
+    from .text import create_text_encoder
 
     path = bundled_zsi_weights(str(source))
     if path is None:
@@ -179,10 +180,9 @@ def load_instance_model(source: str | Path = "default-instances", device: str = 
         raise ZerosegError(f"the bundled weights of {source!r} are missing from the installation ({path})")
     model, extra = load_zsi_model(path)
     if text_encoder is None:
-        trained = str(extra.get("train_text_encoder") or "")
-        text_encoder = trained if trained.startswith("random:") else model.config.text_encoder
+        text_encoder = text_encoder_spec(model.config.text_encoder, extra)
     if isinstance(text_encoder, str):
-        text_encoder = make_text_encoder(text_encoder)
+        text_encoder = create_text_encoder(text_encoder, cache=False)
     return InstanceSegmenter(model, text_encoder, source=str(source), extra=extra, device=device)
 
 

@@ -16,8 +16,8 @@ import numpy as np
 from ..errors import ZerosegError
 
 FORMAT = "zeroseg-synth/1"
-OTHER = "other"
-IGNORE_INDEX = 255
+from ..labels import IGNORE_INDEX, OTHER  # noqa: F401  (re-exported: the dataset API names them)
+
 LAYOUT = "DIR/index.json and DIR/{train,val,test}/{images,masks}/<id>.png"
 
 

@@ -72,7 +72,7 @@ def instances_from_label_map(label_map: np.ndarray) -> list[tuple[int, np.ndarra
 
 def mask_annotation(category_id: int, mask: np.ndarray) -> dict[str, Any]:
     """A COCO annotation (no "id"/"image_id") of one non-empty bool instance mask."""
-    from ..eval.instances import encode_mask
+    from .masks import encode_mask
 
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     x, y = int(cols[0]), int(rows[0])

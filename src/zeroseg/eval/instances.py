@@ -16,12 +16,12 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
+from ..data.masks import as_numpy, decode_mask, encode_mask, encode_masks
 from ..errors import ZerosegError
 
 __all__ = [
@@ -43,54 +43,6 @@ _AP_IOU = 0.5
 _KEYS = tuple(f"{t:.1f}" for t in IOU_THRESHOLDS)  # "0.4", "0.5", "0.6": JSON keys of recall100
 
 
-def _numpy(x: Any) -> np.ndarray:
-    """A numpy array from a numpy array, a sequence or a torch tensor (on any device)."""
-    if hasattr(x, "detach"):  # a torch tensor; no torch import needed here
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-# --------------------------------------------------------------------------- masks
-
-
-def _encode_many(masks: np.ndarray) -> list[dict[str, Any]]:
-    """Compressed RLEs of bool/0-1 masks [N, H, W], counts as str."""
-    from pycocotools import mask as mask_utils
-
-    if masks.ndim != 3:
-        raise ZerosegError(f"masks must be [N, H, W], got shape {tuple(masks.shape)}")
-    if masks.shape[0] == 0:
-        return []
-    # pycocotools wants uint8 [H, W, N] in Fortran (column-major) order: COCO RLE runs down columns.
-    data = np.asfortranarray(np.transpose(masks != 0, (1, 2, 0)).astype(np.uint8))
-    rles = mask_utils.encode(data)
-    return [{"size": [int(s) for s in r["size"]], "counts": r["counts"].decode("ascii")} for r in rles]
-
-
-def encode_mask(mask: np.ndarray) -> dict[str, Any]:
-    """A binary mask [H, W] (bool or 0/1) as COCO compressed RLE: {"size": [H, W], "counts": str}."""
-    mask = _numpy(mask)
-    if mask.ndim != 2:
-        raise ZerosegError(f"a mask must be [H, W], got shape {tuple(mask.shape)}")
-    return _encode_many(mask[None])[0]
-
-
-def decode_mask(rle: dict[str, Any]) -> np.ndarray:
-    """A COCO RLE (compressed, counts str or bytes, or uncompressed, counts a list) -> bool [H, W]."""
-    from pycocotools import mask as mask_utils
-
-    if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
-        raise ZerosegError("an RLE mask must be a dict with 'size' and 'counts'")
-    h, w = (int(s) for s in rle["size"])
-    if isinstance(rle["counts"], list):
-        rle = mask_utils.frPyObjects(rle, h, w)  # uncompressed -> compressed
-    elif isinstance(rle["counts"], str):
-        rle = {"size": [h, w], "counts": rle["counts"].encode("ascii")}
-    with warnings.catch_warnings():  # pycocotools' decode trips a numpy 2 DeprecationWarning (copy=False)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return mask_utils.decode(rle).astype(bool)
-
-
 # --------------------------------------------------------------------------- results
 
 
@@ -103,18 +55,18 @@ def to_coco_results(image_id: int, boxes_xyxy: Any, scores: Any, category_ids: A
     Each result has image_id, category_id, bbox [x, y, w, h], score and, with masks,
     segmentation (compressed RLE, counts as str). Numpy arrays, lists or torch tensors are accepted.
     """
-    boxes = _numpy(boxes_xyxy).astype(np.float64).reshape(-1, 4)  # an empty input becomes [0, 4]
-    scores_np = _numpy(scores).astype(np.float64).reshape(-1)
-    cats = _numpy(category_ids).reshape(-1)
+    boxes = as_numpy(boxes_xyxy).astype(np.float64).reshape(-1, 4)  # an empty input becomes [0, 4]
+    scores_np = as_numpy(scores).astype(np.float64).reshape(-1)
+    cats = as_numpy(category_ids).reshape(-1)
     n = len(boxes)
     if len(scores_np) != n or len(cats) != n:
         raise ZerosegError(f"to_coco_results: {n} boxes, {len(scores_np)} scores and {len(cats)} category ids")
     rles: list[dict[str, Any]] | None = None
     if masks is not None:
-        masks_np = _numpy(masks)
+        masks_np = as_numpy(masks)
         if masks_np.ndim != 3 or masks_np.shape[0] != n:
             raise ZerosegError(f"to_coco_results: masks must be [{n}, H, W], got shape {tuple(masks_np.shape)}")
-        rles = _encode_many(masks_np)
+        rles = encode_masks(masks_np)
     out = []
     for i in range(n):
         x1, y1, x2, y2 = (float(v) for v in boxes[i])

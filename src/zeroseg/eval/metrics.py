@@ -11,6 +11,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from ..labels import IGNORE_INDEX
+
 __all__ = ["ConfusionMatrix", "EpisodeMeter", "iou_from_confusion", "mean_iou", "harmonic_mean"]
 
 
@@ -54,7 +56,7 @@ def harmonic_mean(seen: float, unseen: float) -> float:
 class ConfusionMatrix:
     """Pixel counts of (target class, predicted class), accumulated over many images."""
 
-    def __init__(self, num_classes: int, ignore_index: int = 255):
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX):
         if num_classes < 1:
             raise ValueError("num_classes must be >= 1")
         self.num_classes = int(num_classes)
@@ -97,7 +99,7 @@ class EpisodeMeter:
     the chosen classes and averages the two IoUs.
     """
 
-    def __init__(self, ignore_index: int = 255):
+    def __init__(self, ignore_index: int = IGNORE_INDEX):
         self.ignore_index = int(ignore_index)
         # class id -> [[bg intersection, bg union], [fg intersection, fg union]]
         self.counts: dict[int, np.ndarray] = {}
@@ -147,7 +149,7 @@ class EpisodeMeter:
         return sum(self.episodes[c] for c in self._selected(classes))
 
 
-def label_boundaries(label_map: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+def label_boundaries(label_map: np.ndarray, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """Pixels whose right or lower neighbour has another label (ignored pixels never count)."""
     lm = np.asarray(label_map)
     edge = np.zeros(lm.shape, dtype=bool)
@@ -166,7 +168,7 @@ class BoundaryFScore:
     (precision) and true boundary pixels within ``tolerance`` of a predicted one (recall),
     accumulated over all images. Pixels labelled ``ignore_index`` in the target are left out."""
 
-    def __init__(self, tolerance: int = 2, ignore_index: int = 255):
+    def __init__(self, tolerance: int = 2, ignore_index: int = IGNORE_INDEX):
         self.tolerance = int(tolerance)
         self.ignore_index = ignore_index
         self.reset()

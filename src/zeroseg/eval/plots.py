@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import atomic_path
+from ..labels import IGNORE_INDEX
 
 SEEN_COLOUR = "#4C72B0"
 UNSEEN_COLOUR = "#DD8452"
@@ -103,7 +104,7 @@ class QualitativeSample:
     title: str = ""
 
 
-def colourize(image: np.ndarray, label_map: np.ndarray, colours: np.ndarray, ignore_index: int = 255,
+def colourize(image: np.ndarray, label_map: np.ndarray, colours: np.ndarray, ignore_index: int = IGNORE_INDEX,
               alpha: float = 0.6) -> np.ndarray:
     """The image blended with each pixel's class colour; ignored pixels are painted ``IGNORE_RGB``."""
     ignore = label_map == ignore_index
@@ -114,7 +115,7 @@ def colourize(image: np.ndarray, label_map: np.ndarray, colours: np.ndarray, ign
 
 
 def qualitative_grid(samples: Sequence[QualitativeSample], class_names: Sequence[str], path: str | Path,
-                     title: str = "", ignore_index: int = 255) -> Path:
+                     title: str = "", ignore_index: int = IGNORE_INDEX) -> Path:
     """A grid with one row per sample: image | ground truth | prediction, each row with its legend."""
     from matplotlib.patches import Patch
 

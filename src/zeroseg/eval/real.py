@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ZerosegError
+from ..labels import IGNORE_INDEX
 from .metrics import ConfusionMatrix, EpisodeMeter
 
 __all__ = ["EPISODIC_DATASETS", "FIXED_DATASETS", "EPISODE_RULES", "DEFAULT_RULES", "sample_episodes",
@@ -61,7 +62,6 @@ __all__ = ["EPISODIC_DATASETS", "FIXED_DATASETS", "EPISODE_RULES", "DEFAULT_RULE
            "evaluate_dataset", "write_result", "load_published",
            "published_for", "published_table_markdown", "format_real_summary"]
 
-IGNORE_INDEX = 255
 RESULT_FORMAT = "zeroseg-eval-real/1"
 EPISODIC_DATASETS = ("pascal5i", "coco20i", "fss1000")
 FIXED_DATASETS = ("ade20k",)

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-import zipfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import ZerosegError
-from ..io import atomic_path
+from . import weight_io
 from .lseg import LSegConfig, LSegNet
 from .registry import OFFICIAL_BACKBONES, get_config
 
@@ -93,27 +92,8 @@ def infer_official_backbone(sd: dict[str, torch.Tensor]) -> str:
 
 
 def read_torch_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """The ``state_dict`` of a PyTorch(-Lightning) checkpoint, loaded safely."""
-    path = Path(path)
-    if not path.is_file():
-        raise ZerosegError(f"checkpoint not found: {path}")
-    try:
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as e:
-            if "mmap" not in str(e):
-                raise
-            # files in the legacy (pre-zip) format cannot be memory-mapped: read them whole
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ZerosegError(f"cannot read checkpoint {path} (truncated or not a PyTorch checkpoint): {reason}") from None
-    except Exception as e:  # the unpickler refuses anything but tensors and plain containers
-        raise ZerosegError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
-    sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ZerosegError(f"{path} holds no state_dict of tensors")
-    return sd
+    """The ``state_dict`` of a PyTorch(-Lightning) checkpoint, loaded safely (``weight_io``)."""
+    return weight_io.read_torch_state_dict(path, "checkpoint")
 
 
 def assign_weights(module: nn.Module, sd: dict[str, torch.Tensor], what: str) -> None:
@@ -191,28 +171,17 @@ def load_official_checkpoint(path: str | Path, arch_option: int = 0, block_depth
 
 def save_safetensors(path: str | Path, model: LSegNet, text_encoder=None, extra: dict | None = None) -> None:
     """Weights (``model.*`` and, for CLIP towers carried along, ``text.*``) + JSON config as metadata."""
-    from safetensors.torch import save_file
-
-
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tower = getattr(text_encoder, "tower", None)
     if tower is not None:
-        tensors.update({f"text.{k}": v.detach().contiguous() for k, v in tower.state_dict().items()})
+        tensors.update({f"text.{k}": v for k, v in tower.state_dict().items()})
     meta = {"format": SAFETENSORS_FORMAT, "config": json.dumps(model.config.to_dict())}
     if extra:
         meta["extra"] = json.dumps(extra)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    weight_io.write_safetensors(path, tensors, meta)
 
 
-def read_safetensors_metadata(path: str | Path) -> dict:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return f.metadata() or {}
-    except Exception as e:
-        raise ZerosegError(f"cannot read {path} (truncated or not safetensors): {str(e).splitlines()[0]}") from None
+read_safetensors_metadata = weight_io.read_safetensors_metadata
 
 
 def load_safetensors_model(path: str | Path, with_text: bool = True):
@@ -221,19 +190,13 @@ def load_safetensors_model(path: str | Path, with_text: bool = True):
     ``with_text=False`` skips building the text encoder (its slot is None), for callers that
     bring their own, such as training from ``init_from``.
     """
-    from safetensors.torch import load_file
-
     path = Path(path)
-    if not path.is_file():
-        raise ZerosegError(f"model file not found: {path}")
-    meta = read_safetensors_metadata(path)
-    if meta.get("format") != SAFETENSORS_FORMAT or "config" not in meta:
-        raise ZerosegError(f"{path} is not a zeroseg model (no '{SAFETENSORS_FORMAT}' metadata)")
+    config, meta = weight_io.read_model_file(path, SAFETENSORS_FORMAT)
     try:
-        cfg = LSegConfig.from_dict(json.loads(meta["config"]))
+        cfg = LSegConfig.from_dict(config)
     except (ValueError, TypeError) as e:
         raise ZerosegError(f"{path}: bad model config: {e}") from None
-    tensors = load_file(str(path))
+    tensors = weight_io.read_safetensors(path)
     model_sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     text_sd = {k[5:]: v for k, v in tensors.items() if k.startswith("text.")}
     try:
@@ -250,28 +213,29 @@ def load_safetensors_model(path: str | Path, with_text: bool = True):
     else:
         from ..text import create_text_encoder
 
-        text = create_text_encoder(cfg.text_encoder, cache=False)
+        extra = weight_io.metadata_json(meta, "extra", path, {})
+        text = create_text_encoder(text_encoder_spec(cfg.text_encoder, extra), cache=False)
     return _finish(model), text, cfg
+
+
+def text_encoder_spec(config_spec: str, extra: dict | None) -> str:
+    """The text encoder a model file is used with, for LSeg and ZSI alike: the one named in its
+    config, unless it was trained with the test-only ``random:D`` encoder (``extra``'s
+    ``train_text_encoder``), whose vectors its weights were fitted to."""
+    trained = str((extra or {}).get("train_text_encoder") or "")
+    return trained if trained.startswith("random:") else config_spec
 
 
 def model_extra(path: str | Path) -> dict:
     """The ``extra`` metadata of a zeroseg .safetensors (training facts, calibration); {} if none."""
-    raw = read_safetensors_metadata(path).get("extra")
-    try:
-        extra = json.loads(raw) if raw else {}
-    except ValueError:
-        raise ZerosegError(f"{path} has malformed 'extra' metadata") from None
+    extra = weight_io.metadata_json(read_safetensors_metadata(path), "extra", path, {})
     return extra if isinstance(extra, dict) else {}
 
 
 def write_model_extra(src: str | Path, dst: str | Path, update: dict) -> None:
     """Copy a zeroseg .safetensors to ``dst`` with ``update`` merged into its ``extra`` metadata."""
-    from safetensors.torch import load_file, save_file
-
     meta = read_safetensors_metadata(src)
     if meta.get("format") != SAFETENSORS_FORMAT:
         raise ZerosegError(f"{src} is not a zeroseg model (no '{SAFETENSORS_FORMAT}' metadata)")
     meta["extra"] = json.dumps({**model_extra(src), **update})
-    tensors = load_file(str(src))
-    with atomic_path(dst) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    weight_io.write_safetensors(dst, weight_io.read_safetensors(src), meta)

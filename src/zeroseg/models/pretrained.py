@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import ZerosegError
-from .loading import read_torch_checkpoint
+from .weight_io import read_torch_state_dict
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ def backbone_state_dict(backbone: str, pretrained: str) -> dict[str, torch.Tenso
         pretrained_source(backbone, pretrained)  # raises: unknown tag, with the known ones
     elif not path.is_file():
         raise ZerosegError(f"backbone weights file not found: {path}")
-    weights = read_torch_checkpoint(path)
+    weights = read_torch_state_dict(path, "backbone weights")
     if not weights:
         raise ZerosegError(f"{path} holds no tensors")
     if set(weights) <= set(reference) and all(tuple(weights[k].shape) == tuple(reference[k].shape) for k in weights):

@@ -14,9 +14,7 @@ from .features import (
                     callable_features,
                     color_features,
                     load_vit,
-                    planted_features,
                     segmenter_features,
-                    smooth_features,
                     vit_features,
 )
 from .graph import build_affinity, color_affinity, degrees, feature_affinity, laplacian
@@ -24,6 +22,6 @@ from .graph import build_affinity, color_affinity, degrees, feature_affinity, la
 __all__ = [
     "SpectralResult", "build_affinity", "callable_features", "color_affinity", "color_features", "degrees",
     "dense_eigs", "eigen_segments", "feature_affinity", "kmeans", "kmeans_segments", "laplacian", "load_vit",
-    "orient", "planted_features", "segmenter_features", "smooth_features", "spectral_eigs", "threshold_segments",
+    "orient", "segmenter_features", "spectral_eigs", "threshold_segments",
     "vit_features",
 ]

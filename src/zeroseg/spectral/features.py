@@ -191,22 +191,9 @@ def parse_feature_source(spec: str) -> dict:
 
 # -- timm ViT from a local file --------------------------------------------------------------
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.exists():
-        raise ZerosegError(f"ViT weights file not found: {path}")
-    if path.is_dir():
-        raise ZerosegError(f"expected a ViT weights file, got a directory: {path}")
-    with open(path, "rb") as f:
-        head = f.read(16)
-    try:
-        if path.suffix == ".safetensors" or (len(head) > 8 and head[8:9] == b"{"):  # safetensors header
-            from safetensors.torch import load_file
+    from ..models.weight_io import read_state_dict_file
 
-            obj: Any = load_file(str(path), device="cpu")
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch/safetensors raise many types for truncated or foreign files
-        raise ZerosegError(f"cannot read ViT weights {path} (truncated, corrupt or not a state dict): "
-                           f"{_one_line(e)}") from None
+    obj = read_state_dict_file(path, "ViT weights")
     return _unwrap(obj, path)
 
 
@@ -373,35 +360,3 @@ def vit_features(model: nn.Module, image: Any, *, which: str = "tokens", short_s
         tokens = captured[0][..., dim:2 * dim]  # qkv output is [q | k | v] along the channels
     patches = tokens[0, prefix:]
     return patches.T.reshape(-1, gh, gw).float().cpu().contiguous()
-
-
-# -- synthetic features for tests and benchmarks ---------------------------------------------
-def planted_features(shape: tuple[int, int] = (48, 48), channels: int = 32, n_regions: int = 4, noise: float = 0.5,
-                     seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
-    """Features [C, h, w] with planted regions (a random prototype per region + Gaussian noise) and the
-    region map [h, w]: quadrants-like bands plus a central square when ``n_regions`` >= 4."""
-    rng = np.random.default_rng(seed)
-    h, w = shape
-    labels = np.zeros(shape, dtype=np.int64)
-    if n_regions >= 2:
-        labels[:, w // 2:] = 1
-    if n_regions >= 3:
-        labels[h // 2:, :] = 2
-    if n_regions >= 4:
-        labels[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 3
-    for r in range(4, n_regions):  # further regions: horizontal stripes at the top
-        labels[(r - 3) * h // (2 * n_regions): (r - 3) * h // (2 * n_regions) + max(1, h // (4 * n_regions)), :] = r
-    protos = rng.standard_normal((n_regions, channels))
-    feats = protos[labels] + noise * rng.standard_normal((h, w, channels))
-    return torch.from_numpy(feats.transpose(2, 0, 1).astype(np.float32)).contiguous(), labels
-
-
-def smooth_features(shape: tuple[int, int] = (64, 64), channels: int = 64, sigma: float = 3.0,
-                    seed: int = 0) -> torch.Tensor:
-    """Gaussian random fields [C, h, w] (white noise blurred by ``sigma`` pixels): spatially coherent
-    but without planted structure, for tuning solvers on data unlike the tests'."""
-    from scipy.ndimage import gaussian_filter
-
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((channels, *shape)).astype(np.float32)
-    return torch.from_numpy(gaussian_filter(x, sigma=(0, sigma, sigma))).contiguous()

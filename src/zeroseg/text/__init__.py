@@ -28,6 +28,13 @@ def create_text_encoder(spec: str, templates: list[str] | None = None, cache: bo
         from .clip import load_open_clip
 
         enc = load_open_clip(name, weights, templates)
+    elif kind == "random":  # test/debug only: vectors without meaning
+        from .random import RandomTextEncoder
+
+        try:
+            enc = RandomTextEncoder(int(arg))
+        except ValueError:
+            raise ZerosegError(f"bad text encoder {spec!r}; expected random:<dim>") from None
     else:
         raise ZerosegError(f"unknown text encoder {spec!r}; expected clip:<name>@<file>, minilm or wordvec:<path>")
     return CachedTextEncoder(enc) if cache else enc

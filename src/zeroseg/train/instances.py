@@ -1,7 +1,7 @@
 """Training ZSI (zero-shot instance segmentation) on the seen classes of a dataset.
 
 Same engine as semantic training (config + overrides, resume, DDP via torchrun, progress,
-atomic checkpoints; see engine.py); what differs is the task: the model is a ``ZSIModel``,
+atomic checkpoints; see trainer.py); what differs is the task: the model is a ``ZSIModel``,
 every image's instances come from its label map (one per class present, as in the synthetic
 benchmark), and model selection uses seen-class mask AP@0.5 on the first ``val_images`` val
 images. Unseen classes never reach this module: the seen-only checks of
@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from ..errors import ZerosegError
-from . import engine
+from .config import check_common_config, check_held_out_config, load_config
 from .data import SeenSegmentationDataset, _color_jitter, _draw_style, apply_style, sample_rng
+from .trainer import Trainer
 
 __all__ = ["InstanceTrainer", "SeenInstanceDataset", "instance_collate", "validate_instance_config",
            "train_instances", "load_instance_config"]
@@ -27,8 +28,8 @@ DEFAULTS = "instances.yaml"
 
 
 def validate_instance_config(cfg: dict) -> None:
-    engine.check_common_config(cfg, ints=("val_images",), floats=("style_augment",))
-    engine.check_held_out_config(cfg)
+    check_common_config(cfg, ints=("val_images",), floats=("style_augment",))
+    check_held_out_config(cfg)
     if cfg.get("dataset") not in ("synth", "coco_zsi"):
         raise ZerosegError(f"dataset must be synth or coco_zsi, not {cfg.get('dataset')!r}")
     if isinstance(cfg.get("coco_split"), int):  # YAML 1.1 reads 48_17 as the integer 4817
@@ -40,7 +41,7 @@ def validate_instance_config(cfg: dict) -> None:
 
 
 def load_instance_config(path: str | None, overrides: list[str] | None = None, base: dict | None = None) -> dict:
-    return engine.load_config(path, overrides, base, defaults=DEFAULTS, validate=validate_instance_config)
+    return load_config(path, overrides, base, defaults=DEFAULTS, validate=validate_instance_config)
 
 
 class SeenInstanceDataset(SeenSegmentationDataset):
@@ -100,7 +101,7 @@ def instance_collate(items: list) -> tuple[list, list]:
     return [it[0] for it in items], [it[1] for it in items]
 
 
-class InstanceTrainer(engine.Trainer):
+class InstanceTrainer(Trainer):
     DEFAULTS = DEFAULTS
     METRIC = "val_seen_mask_ap50"
     METRIC_TEXT = "val seen mask AP@0.5"
@@ -110,9 +111,9 @@ class InstanceTrainer(engine.Trainer):
     def validate_config(cfg: dict) -> None:
         validate_instance_config(cfg)
 
-    def _read_data(self) -> None:
+    def read_data(self) -> None:
         if self.cfg["dataset"] == "synth":
-            return super()._read_data()
+            return super().read_data()
         from ..data.datasets.coco_zsi import coco_zsi_split
 
         split = coco_zsi_split(str(self.cfg["coco_split"]))
@@ -121,28 +122,15 @@ class InstanceTrainer(engine.Trainer):
         self.seen, self.unseen = split["seen"], split["unseen"]
         self.labels = ["background"] + self.seen  # row 0 is the model's own background embedding
 
-    def _setup_task(self) -> None:
+    def setup_task(self) -> None:
         from .data import AugmentConfig
 
         cfg = self.cfg
         self.with_edges = False
-        self.module = self._build_model()
-        spec = cfg["text_encoder"] or self.module.config.text_encoder
-        self.text_encoder = engine.make_text_encoder(spec)
-        if not spec.startswith("random:"):
-            self.module.config.text_encoder = spec
-        names = self.labels[1:]  # the seen classes; row 0 of the model's matrix is its background
-        text = self.text_encoder.encode(names).float()
-        if text.shape[1] != self.module.config.embed_dim:
-            raise ZerosegError(f"text encoder {spec!r} gives {text.shape[1]}-d embeddings but the model's "
-                               f"embed_dim is {self.module.config.embed_dim}")
+        self.module = self.build_model()
+        self.text = self.embed_labels(self.labels[1:])  # the seen classes; row 0 is the model's background
         if not cfg["init_from"]:
             self.module.set_word_background(self.text_encoder.encode(["background"])[0])
-        self.text = text.to(self.dist.device)
-        if self.dist.distributed:
-            import torch.distributed as dist
-
-            dist.broadcast(self.text, 0)
         seed = int(cfg["seed"])
         if cfg["dataset"] == "coco_zsi":  # seen classes only; images showing an unseen class are dropped
             from ..data.datasets.coco_zsi import CocoZsiInstances
@@ -159,7 +147,7 @@ class InstanceTrainer(engine.Trainer):
                                               held_out=self.held_out)
         self.collate_fn = instance_collate
 
-    def _build_model(self) -> nn.Module:
+    def build_model(self) -> nn.Module:
         from ..models.zsi import create_zsi_model, load_zsi_model
 
         cfg = self.cfg
@@ -174,7 +162,7 @@ class InstanceTrainer(engine.Trainer):
             init_backbone_from_lseg(model, cfg["backbone_init"])
         return model.train()
 
-    def _after_to_device(self) -> None:
+    def after_to_device(self) -> None:
         self.unused_parameters = []
 
     def train_step(self, batch: tuple[list, list]) -> torch.Tensor:
@@ -204,15 +192,14 @@ class InstanceTrainer(engine.Trainer):
                 self._train_mode()
         return float(self.dist.all_reduce_sum(score))
 
-    def _save_model(self, path, completed_epochs: int, val: float) -> None:
+    def save_model(self, path, completed_epochs: int, val: float) -> None:
         from ..models.zsi import save_zsi_model
 
         extra = {"epoch": completed_epochs, "global_step": self.global_step,
                  self.METRIC: None if math.isnan(val) else val, "labels": self.labels[1:],
                  "seen": self.seen, "unseen": self.unseen, "dataset": str(self.cfg["data"]),
                  "calibration_classes": list(self.held_out),
-                 "train_text_encoder": self.text_encoder.name if isinstance(self.text_encoder, engine.RandomTextEncoder)
-                 else self.module.config.text_encoder}
+                 "train_text_encoder": self.trained_text_encoder()}
         save_zsi_model(path, self.module, extra=extra)
 
 
@@ -247,19 +234,20 @@ def init_backbone_from_lseg(model: nn.Module, source: str) -> int:
     ``source``: "default" (the bundled model) or a zeroseg LSeg .safetensors. Returns the number
     of tensors copied; a backbone that does not match is a clear error.
     """
-    from safetensors.torch import load_file
+    from pathlib import Path
 
-    from ..models.loading import read_safetensors_metadata
+    from ..models.loading import SAFETENSORS_FORMAT
     from ..models.registry import bundled_weights_path
+    from ..models.weight_io import read_model_file, read_safetensors
 
     path = bundled_weights_path(source) if source == "default" else source
-    if path is None or not __import__("pathlib").Path(path).is_file():
+    if path is None or not Path(path).is_file():
         raise ZerosegError(f"backbone_init: model file not found: {source}")
-    meta = read_safetensors_metadata(path)
-    if meta.get("format") != "zeroseg/lseg-1":
-        raise ZerosegError(f"backbone_init: {source} is not a zeroseg LSeg model")
-    prefix = "model.image_encoder."
-    weights = {k[len(prefix):]: v for k, v in load_file(str(path)).items() if k.startswith(prefix)}
+    try:
+        read_model_file(path, SAFETENSORS_FORMAT, "LSeg model")
+    except ZerosegError as e:
+        raise ZerosegError(f"backbone_init: {e}") from None
+    weights = read_safetensors(path, prefix="model.image_encoder.")
     body = model.backbone.body
     own = body.state_dict()
     if set(weights) != set(own) or any(weights[k].shape != own[k].shape for k in own):

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from ...errors import ZerosegError
+from ...labels import IGNORE_INDEX as IGNORE  # the datasets API calls it IGNORE
 
-IGNORE = 255
 NAME_STYLES = ("lseg", "readable")
 # LSeg's zero-shot few-shot code scores each episode against the pair ("others", class name).
 _BACKGROUND = {"lseg": "others", "readable": "other"}

@@ -89,7 +89,7 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarra
     except ImportError:
         raise ZerosegError("decoding COCO masks needs pycocotools: pip install pycocotools") from None
 
-    from ...eval.instances import decode_mask
+    from ..masks import decode_mask
 
     if isinstance(segmentation, list):
         if not segmentation:

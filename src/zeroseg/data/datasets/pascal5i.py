@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import (
+    IGNORE,
     SegmentationDataset,
     background_name,
     check_fold,
@@ -161,7 +162,7 @@ class Pascal5i(SegmentationDataset):
 
     def _label(self, name: str) -> np.ndarray:
         label = read_index_png(self.label_dir / f"{name}.png", self)
-        bad = (label > 20) & (label != 255)
+        bad = (label > 20) & (label != IGNORE)
         if bad.any():
             raise self.error(f"annotation {self.label_dir / (name + '.png')} has value {int(label[bad][0])} "
                              "outside 0-20 and 255")

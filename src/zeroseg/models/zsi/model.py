@@ -248,39 +248,26 @@ def bundled_zsi_weights(name: str) -> Path | None:
 # ----------------------------------------------------------------------------- files
 def save_zsi_model(path: str | Path, model: ZSIModel, extra: dict | None = None) -> None:
     """Weights + JSON config (and ``extra``, e.g. the seen/unseen split) as one safetensors file."""
-    from safetensors.torch import save_file
+    from ..weight_io import write_safetensors
 
-    from ...io import atomic_path
-
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     config = {**model.config.to_dict(), "backbone_file": None}  # weights are inside; no external file
     meta = {"format": SAFETENSORS_FORMAT, "config": json.dumps(config)}
     if extra:
         meta["extra"] = json.dumps(extra)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    write_safetensors(path, model.state_dict(), meta)
 
 
 def load_zsi_model(path: str | Path) -> tuple[ZSIModel, dict]:
     """(model in eval mode, extra metadata) from a file written by ``save_zsi_model``."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    from ..weight_io import metadata_json, read_model_file, read_safetensors
 
     path = Path(path)
-    if not path.is_file():
-        raise ZerosegError(f"instance model file not found: {path}")
+    config_dict, meta = read_model_file(path, SAFETENSORS_FORMAT, "instance model")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except Exception as e:
-        raise ZerosegError(f"cannot read {path} (truncated or not safetensors): {str(e).splitlines()[0]}") from None
-    if meta.get("format") != SAFETENSORS_FORMAT or "config" not in meta:
-        raise ZerosegError(f"{path} is not a zeroseg instance model (no '{SAFETENSORS_FORMAT}' metadata)")
-    try:
-        config = ZSIConfig.from_dict(json.loads(meta["config"]))
-        extra = json.loads(meta.get("extra", "{}"))
+        config = ZSIConfig.from_dict(config_dict)
     except (ValueError, TypeError) as e:
         raise ZerosegError(f"{path} has a malformed config: {e}") from None
+    extra = metadata_json(meta, "extra", path, {})
     try:
         with torch.device("meta"):
             model = ZSIModel(config)
@@ -288,7 +275,7 @@ def load_zsi_model(path: str | Path) -> tuple[ZSIModel, dict]:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ZerosegError(f"{path}: its config does not describe a buildable model "
                            f"(backbone {config.backbone!r}): {reason}") from None
-    state = load_file(str(path))
+    state = read_safetensors(path)
     missing = sorted(set(model.state_dict()) - set(state))
     unexpected = sorted(set(state) - set(model.state_dict()))
     if missing or unexpected:

@@ -14,10 +14,10 @@ import time
 
 from common import RESULTS, write_results
 
-from zeroseg.data.instances import read_instances
+from zeroseg.data.coco_instances import read_instances
+from zeroseg.eval.coco_metrics import category_split, format_instance_summary
 from zeroseg.eval.instance_protocols import choose_instance_calibration, evaluate_instances
-from zeroseg.eval.instances import category_split, format_instance_summary
-from zeroseg.instances import load_instance_model
+from zeroseg.instance_segmenter import load_instance_model
 
 
 def row(r: dict) -> dict:

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from common import write_results
 
-from zeroseg.data.instances import read_instances, write_instance_annotations
+from zeroseg.data.coco_instances import read_instances, write_instance_annotations
+from zeroseg.eval.coco_metrics import category_split, format_instance_summary
 from zeroseg.eval.instance_protocols import evaluate_instances
-from zeroseg.eval.instances import category_split, format_instance_summary
-from zeroseg.instances import load_instance_model
+from zeroseg.instance_segmenter import load_instance_model
 from zeroseg.models.zsi import create_plain_maskrcnn, create_zsi_model
 
 

@@ -7,7 +7,7 @@ import pytest
 
 import zeroseg
 from zeroseg.data.synth import seen_classes, unseen_classes
-from zeroseg.models.zsi.model import bundled_zsi_weights
+from zeroseg.models.registry import bundled_weights_path
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
@@ -24,7 +24,7 @@ def model():
 
 
 def test_bundled_within_40_mb_and_trained_on_seen_classes_only(model):
-    path = bundled_zsi_weights("default-instances")
+    path = bundled_weights_path("default-instances", "zsi")
     assert path.is_file() and path.stat().st_size <= 40_000_000
     assert model.config.ba_rpn and model.config.text_encoder == "minilm"
     held_out = model.extra.get("calibration_classes", [])  # seen classes kept for GZSI calibration

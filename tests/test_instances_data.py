@@ -13,7 +13,7 @@ from PIL import Image
 
 from zeroseg.cli import main
 from zeroseg.data import synth
-from zeroseg.data.instances import (
+from zeroseg.data.coco_instances import (
     FORMAT,
     coco_from_dataset,
     image_annotations,
@@ -23,7 +23,7 @@ from zeroseg.data.instances import (
     write_instance_annotations,
 )
 from zeroseg.errors import ZerosegError
-from zeroseg.eval.instances import decode_mask
+from zeroseg.eval.coco_metrics import decode_mask
 
 SPLITS = ("train", "val", "test")
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from zeroseg.errors import ZerosegError
-from zeroseg.eval.instances import (
+from zeroseg.eval.coco_metrics import (
     decode_mask,
     encode_mask,
     evaluate_coco,

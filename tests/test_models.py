@@ -3,6 +3,7 @@ import pytest
 import torch
 from conftest import TINY_CONV, TINY_VIT
 
+from zeroseg.errors import ZerosegError
 from zeroseg.models.blocks import SpatialRegularization
 from zeroseg.models.registry import create_model, get_config, list_models
 
@@ -73,3 +74,28 @@ def test_registry_lists_official_architectures():
 
     with pytest.raises(ZerosegError, match="unknown model configuration"):
         get_config("nope")
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_one_factory_builds_every_registered_architecture(name):
+    """`zeroseg.create_model` builds LSeg and ZSI architectures alike (on the meta device: no memory)."""
+    import zeroseg
+    from zeroseg.models.lseg import LSegNet
+    from zeroseg.models.registry import model_family
+    from zeroseg.models.zsi import ZSIModel
+
+    with torch.device("meta"):
+        model = zeroseg.create_model(name)
+        again = zeroseg.create_model(model.config, embed_dim=64)  # a config object takes overrides too
+    assert isinstance(model, LSegNet if model_family(name) == "lseg" else ZSIModel)
+    assert type(again) is type(model) and again.config.embed_dim == 64 != model.config.embed_dim
+
+
+def test_architectures_and_weights_are_listed_apart():
+    from zeroseg.models.registry import list_weights
+
+    assert set(list_weights()) == {"default", "default-instances"}
+    assert not set(list_weights()) & set(list_models())
+    assert "zsi_resnet10t_fpn64" in list_models("zsi") and "lseg_vitl16_384" in list_models("lseg")
+    with pytest.raises(ZerosegError, match="unknown model configuration"):
+        create_model("default")  # weights, not an architecture: load_model("default") loads them

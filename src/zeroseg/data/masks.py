@@ -1,7 +1,7 @@
 """Binary masks as COCO run-length encoding (pycocotools), JSON-able (``counts`` is a ``str``).
 
-Used by the instance annotations (``zeroseg.data.instances``), the COCO-ZSI loader and the
-instance metrics (``zeroseg.eval.instances``).
+Used by the instance annotations (``zeroseg.data.coco_instances``), the COCO-ZSI loader and the
+instance metrics (``zeroseg.eval.coco_metrics``).
 """
 from __future__ import annotations
 

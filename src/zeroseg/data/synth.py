@@ -367,7 +367,7 @@ def _make_image(task: tuple[str, str, int, int, int]) -> tuple[str, dict[str, An
     Returns (split, its index.json entry, (height, width, its COCO instance annotations)); the
     annotations are made here, in the worker, from the label map already in memory.
     """
-    from .instances import image_annotations
+    from .coco_instances import image_annotations
 
     out, split, index, seed, size = task
     rng = _image_rng(seed, split, index)
@@ -411,7 +411,7 @@ def generate(out_dir: str | os.PathLike[str], n_train: int = 3000, n_val: int = 
     """Write the synthetic benchmark to ``out_dir`` (layout in docs/CONTRACTS.md).
 
     Same arguments give byte-identical files whatever ``workers`` is. Each split also gets its
-    COCO instance annotations, ``<split>/instances.json`` (``zeroseg.data.instances``). ``index.json``
+    COCO instance annotations, ``<split>/instances.json`` (``zeroseg.data.coco_instances``). ``index.json``
     is written last and atomically, and any old one is removed first, so a partial run never looks complete.
     Returns {"images", "seconds", "images_per_second", "classes", "seen", "unseen", "out"};
     "classes" counts the curated classes (without "other").
@@ -455,7 +455,7 @@ def generate(out_dir: str | os.PathLike[str], n_train: int = 3000, n_val: int = 
                 bar.update()
 
     # Instance annotations (COCO JSON, zeroseg.data.instances) go before index.json, which stays last.
-    from .instances import FILE_NAME, coco_from_records, write_coco
+    from .coco_instances import FILE_NAME, coco_from_records, write_coco
 
     instances = {}
     for split in SPLITS:

@@ -7,7 +7,7 @@
 
 ``text_control="shuffle"`` describes every unseen class by another unseen class's name (a
 fixed derangement) while the ground truth stays: a model that transfers through language
-must collapse. Metrics come from ``zeroseg.eval.instances`` (pycocotools).
+must collapse. Metrics come from ``zeroseg.eval.coco_metrics`` (pycocotools).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ZerosegError
-from .instances import format_instance_summary, zsi_protocol
+from .coco_metrics import format_instance_summary, zsi_protocol
 
 MODES = ("zsi", "gzsi")
 RESULT_FORMAT = "zeroseg-eval-instances/1"

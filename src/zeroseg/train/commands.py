@@ -78,6 +78,6 @@ def build_instances_parser(prog: str = "zeroseg train-instances") -> argparse.Ar
 
 def run_instances(args: argparse.Namespace) -> int:
     """Resolve an instance-training config from parsed arguments and train."""
-    from .instances import load_instance_config, train_instances
+    from .instance_trainer import load_instance_config, train_instances
 
     return _resolve_and_train(args, load_instance_config, train_instances, list(args.overrides))

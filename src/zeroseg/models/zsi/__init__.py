@@ -6,7 +6,6 @@ from .model import (
     create_plain_maskrcnn,
     create_zsi_model,
     get_zsi_config,
-    list_zsi_models,
     load_zsi_model,
     save_zsi_model,
 )
@@ -14,5 +13,5 @@ from .roi_heads import ZSIRoIHeads
 from .rpn import BackgroundAwareRPNHead
 
 __all__ = ["BackgroundAwareRPNHead", "SemanticBoxPredictor", "SemanticMaskPredictor", "ZSIConfig", "ZSIModel",
-           "ZSIRoIHeads", "create_plain_maskrcnn", "create_zsi_model", "get_zsi_config", "list_zsi_models",
+           "ZSIRoIHeads", "create_plain_maskrcnn", "create_zsi_model", "get_zsi_config",
            "load_zsi_model", "save_zsi_model"]

@@ -212,13 +212,6 @@ def _configs() -> dict[str, dict]:
     return json.loads(resources.files("zeroseg.models.zsi").joinpath("configs.json").read_text())
 
 
-BUNDLED_WEIGHTS = {"default-instances": "default_instances.safetensors"}
-
-
-def list_zsi_models() -> list[str]:
-    return sorted(_configs()) + sorted(BUNDLED_WEIGHTS)
-
-
 def get_zsi_config(name: str, **overrides) -> ZSIConfig:
     if name not in _configs():
         raise ZerosegError(f"unknown instance model configuration {name!r}; known: {', '.join(sorted(_configs()))}")
@@ -237,12 +230,6 @@ def create_zsi_model(name_or_config: str | ZSIConfig | dict, **overrides) -> ZSI
     else:
         cfg = dataclasses.replace(name_or_config, **overrides)
     return ZSIModel(cfg)
-
-
-def bundled_zsi_weights(name: str) -> Path | None:
-    if name not in BUNDLED_WEIGHTS:
-        return None
-    return Path(str(resources.files("zeroseg.weights").joinpath(BUNDLED_WEIGHTS[name])))
 
 
 # ----------------------------------------------------------------------------- files

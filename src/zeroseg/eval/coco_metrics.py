@@ -6,7 +6,7 @@ mAP at IoU 0.5 and Recall@100 at IoU 0.4, 0.5 and 0.6:
 - ZSI: test images containing at least one unseen instance, unseen categories only;
 - GZSI: all test images, seen and unseen categories together; seen, unseen and their harmonic mean.
 
-Ground truth is a COCO-format dict (``zeroseg.data.instances.coco_from_dataset`` or
+Ground truth is a COCO-format dict (``zeroseg.data.coco_instances.coco_from_dataset`` or
 ``read_instances``); results are COCO result dicts (``to_coco_results``). Masks are stored as
 compressed RLE whose ``counts`` is a ``str``, so everything here is JSON-able. No model code here:
 metrics take masks and scores, never models.

@@ -208,8 +208,8 @@ def seen_mask_ap50(model: nn.Module, text: torch.Tensor, dataset, n_images: int)
 
     The labels are the dataset's seen classes (``text`` rows); the ground truth is the targets.
     """
-    from ..data.instances import mask_annotation
-    from ..eval.instances import evaluate_coco, to_coco_results
+    from ..data.coco_instances import mask_annotation
+    from ..eval.coco_metrics import evaluate_coco, to_coco_results
 
     device = next(model.parameters()).device
     images, annotations, results = [], [], []

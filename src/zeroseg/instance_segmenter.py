@@ -1,0 +1,188 @@
+"""Zero-shot instance segmentation API: ``load_instance_model()``, ``InstanceSegmenter``, ``Instances``.
+
+    seg = zeroseg.load_instance_model("default-instances")
+    found = seg.detect("photo.png", ["violin", "pear", "duck"])
+    found.boxes, found.scores, found.names(), found.masks   # [N, 4] xyxy, [N], N names, bool [N, H, W]
+
+ZSI scores every detection against the embeddings of the labels you pass, so labels the model
+never saw in training work the same way as seen ones. Generalized ZSI (seen + unseen labels
+together) favours seen classes; ``calibration`` subtracts a constant from their scores.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .device import resolve_device
+from .errors import ZerosegError
+from .text.base import CachedTextEncoder, TextEncoder
+
+__all__ = ["Instances", "InstanceSegmenter", "load_instance_model"]
+
+
+@dataclass
+class Instances:
+    """Detections of one image, best score first.
+
+    ``boxes`` float [N, 4] (x1, y1, x2, y2 in pixels), ``scores`` [N], ``label_ids`` [N]
+    (indices into ``labels``), ``masks`` bool [N, H, W].
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    label_ids: np.ndarray
+    masks: np.ndarray
+    labels: list[str]
+    seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    def top(self, k: int) -> "Instances":
+        """The ``k`` best-scoring detections (they are stored best first)."""
+        return Instances(self.boxes[:k], self.scores[:k], self.label_ids[:k], self.masks[:k], self.labels,
+                         self.seconds, dict(self.info))
+
+    def names(self) -> list[str]:
+        return [self.labels[int(i)] for i in self.label_ids]
+
+    def to_coco(self, image_id: int, category_ids: list[int] | None = None) -> list[dict[str, Any]]:
+        """COCO result dicts (RLE masks); ``category_ids[i]`` is the id of ``labels[i]`` (default i + 1)."""
+        from .eval.coco_metrics import to_coco_results
+
+        ids = np.asarray(category_ids if category_ids is not None else range(1, len(self.labels) + 1))
+        cats = ids[self.label_ids] if len(self) else np.zeros(0, np.int64)
+        return to_coco_results(image_id, self.boxes, self.scores, cats, self.masks)
+
+
+class InstanceSegmenter:
+    """A ZSI model with its frozen text encoder; label embeddings are computed once per label set."""
+
+    def __init__(self, model: torch.nn.Module, text_encoder: TextEncoder, source: str = "",
+                 extra: dict | None = None, device: str = "cpu"):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.config = model.config
+        self.text_encoder = text_encoder if isinstance(text_encoder, CachedTextEncoder) \
+            else CachedTextEncoder(text_encoder)
+        self.source = source
+        self.extra = dict(extra or {})
+
+    @property
+    def seen(self) -> list[str]:
+        """The classes the model was trained on (from its file; empty if unknown)."""
+        return list(self.extra.get("labels", []))
+
+    def embeddings(self, labels: list[str]) -> torch.Tensor:
+        from .io import parse_labels
+
+        labels = parse_labels(list(labels))  # empty or duplicate labels are errors
+        emb = self.text_encoder.encode(labels).float()
+        if emb.shape[1] != self.config.embed_dim:
+            raise ZerosegError(f"text encoder gives {emb.shape[1]}-d embeddings but the model expects "
+                               f"{self.config.embed_dim}")
+        return emb.to(self.device)
+
+    def logit_offsets(self, labels: list[str], seen_labels: list[str] | None, calibration: float) -> torch.Tensor | None:
+        """[1 + C]: -calibration on the seen labels' scores (GZSI calibration), 0 elsewhere."""
+        if not calibration:
+            return None
+        seen = set(self.seen if seen_labels is None else seen_labels)
+        offsets = torch.zeros(len(labels) + 1)
+        for i, name in enumerate(labels):
+            if name in seen:
+                offsets[i + 1] = -float(calibration)
+        return offsets.to(self.device)
+
+    MIN_RESIZED_SIDE = 16  # pixels: below this the backbone's stride-32 level would be empty
+
+    def check_work(self, h: int, w: int) -> None:
+        """The detector resizes so the short side is ``min_size`` unless the long side would pass
+        ``max_size``; refuse an image whose short side would then shrink to a few pixels."""
+        cfg = self.model.config
+        factor = min(cfg.min_size / min(h, w), cfg.max_size / max(h, w))
+        if min(h, w) * factor < self.MIN_RESIZED_SIDE:
+            raise ZerosegError(f"a {w}x{h} image is too elongated for the detector: resized to fit "
+                               f"{cfg.max_size} px its short side would be {min(h, w) * factor:.1f} px "
+                               f"(at least {self.MIN_RESIZED_SIDE}); crop it first")
+
+    def detect(self, image, labels: list[str], *, seen_labels: list[str] | None = None, calibration: float = 0.0,
+               score_threshold: float = 0.05, mask_threshold: float = 0.5, max_detections: int = 100,
+               nms_across_labels: float | None = None) -> Instances:
+        """Instances of ``labels`` in ``image`` (a path, PIL image or uint8 [H, W, 3]).
+
+        Detection keeps one box per label (per-label NMS, as COCO evaluation expects), so an
+        object may come back under several labels; ``nms_across_labels=IOU`` keeps only the
+        best-scoring label where boxes of different labels overlap by more than IOU (for display).
+        """
+        return self.detect_batch([image], labels, seen_labels=seen_labels, calibration=calibration,
+                                 score_threshold=score_threshold, mask_threshold=mask_threshold,
+                                 max_detections=max_detections, nms_across_labels=nms_across_labels)[0]
+
+    @torch.no_grad()
+    def detect_batch(self, images: list, labels: list[str], *, seen_labels: list[str] | None = None,
+                     calibration: float = 0.0, score_threshold: float = 0.05, mask_threshold: float = 0.5,
+                     max_detections: int = 100, nms_across_labels: float | None = None) -> list[Instances]:
+        """``detect`` for several images (any sizes) in one network pass. The detector pads a batch
+        to its largest image, so results near the borders can differ slightly from one at a time."""
+        from .api import Segmenter
+        from .io import parse_labels
+
+        labels = parse_labels([str(lab) for lab in labels])
+        arrays = [Segmenter.as_rgb_array(image) for image in images]
+        for array in arrays:
+            self.check_work(*array.shape[:2])
+        start = time.perf_counter()
+        emb = self.embeddings(labels)
+        xs = [torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32) / 255.0).to(self.device)
+              for a in arrays]
+        outputs = self.model(xs, emb, logit_offsets=self.logit_offsets(labels, seen_labels, calibration)) if xs else []
+        results = []
+        for out in outputs:
+            keep = out["scores"] >= score_threshold
+            if nms_across_labels:
+                from torchvision.ops import nms
+
+                survivors = torch.zeros_like(keep)
+                survivors[nms(out["boxes"], out["scores"], float(nms_across_labels))] = True
+                keep &= survivors
+            order = torch.argsort(out["scores"][keep], descending=True)[:max_detections]
+            pick = lambda t: t[keep][order].cpu()  # noqa: E731
+            masks = pick(out["masks"])[:, 0] >= mask_threshold
+            results.append(Instances(boxes=pick(out["boxes"]).numpy(), scores=pick(out["scores"]).numpy(),
+                                     label_ids=(pick(out["labels"]) - 1).numpy(), masks=masks.numpy(),
+                                     labels=labels))
+        for found in results:
+            found.seconds = (time.perf_counter() - start) / len(results)
+        return results
+
+
+def load_instance_model(source: str | Path = "default-instances", device: str = "cpu",
+                        text_encoder: TextEncoder | str | None = None) -> InstanceSegmenter:
+    """A ready ``InstanceSegmenter`` from a registered name with bundled weights or a zeroseg file."""
+    from .models.loading import text_encoder_spec
+    from .models.registry import bundled_weights_path, list_weights
+    from .models.zsi.model import load_zsi_model
+    from .text import create_text_encoder
+
+    path = bundled_weights_path(str(source), "zsi")
+    if path is None:
+        path = Path(source)
+        if not path.is_file():
+            raise ZerosegError(f"unknown instance model {str(source)!r}: not a file and not one of "
+                               f"{', '.join(list_weights('zsi'))}")
+    elif not path.is_file():
+        raise ZerosegError(f"the bundled weights of {source!r} are missing from the installation ({path})")
+    model, extra = load_zsi_model(path)
+    if text_encoder is None:
+        text_encoder = text_encoder_spec(model.config.text_encoder, extra)
+    if isinstance(text_encoder, str):
+        text_encoder = create_text_encoder(text_encoder, cache=False)
+    return InstanceSegmenter(model, text_encoder, source=str(source), extra=extra, device=device)
+

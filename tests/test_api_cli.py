@@ -166,3 +166,19 @@ def test_train_subcommand_takes_its_own_options(capsys, tmp_path):
     assert "data: somewhere" in out and "epochs: 3" in out and "edge_loss_weight: 0.3" in out
     assert main(["train", f"data={tmp_path / 'none'}", f"out={tmp_path / 'o'}"]) == 2
     assert "data directory not found" in capsys.readouterr().err
+
+
+def test_fold_model_loader_fills_the_fold_and_keeps_one_model(tiny_model_file, tmp_path):
+    """`zeroseg eval --dataset ... --model ckpt/fold{fold}.safetensors`, as library API."""
+    import shutil
+
+    from zeroseg.api import fold_model_loader
+
+    for fold in (0, 1):
+        shutil.copy(tiny_model_file, tmp_path / f"fold{fold}.safetensors")
+    load = fold_model_loader(tmp_path / "fold{fold}.safetensors")
+    first = load(0)
+    assert first.source == str(tmp_path / "fold0.safetensors") and load(0) is first
+    assert load(1).source == str(tmp_path / "fold1.safetensors")
+    assert load(0) is not first  # one model in memory at a time: fold 0 was dropped for fold 1
+    assert fold_model_loader(tiny_model_file)(None).source == str(tiny_model_file)

@@ -1,7 +1,7 @@
 """The package's import layering, checked on the source (every import, module- or function-level).
 
     base (errors, io, progress, device, viz) -> text / models / spectral -> data -> eval -> train
-    -> inference (api, instance_segmenter, batch, export, webdemo) -> cli (and the ``-m`` entry points)
+    -> inference (inference, api, instance_segmenter, batch, export, webdemo) -> cli (and the ``-m`` entry points)
 
 A module imports only from its own layer or lower ones, module imports form no cycle, and the
 only module that reads or writes weight files (``torch.load``/``torch.save``, safetensors) is
@@ -16,12 +16,12 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "zeroseg"
 LAYERS = [
-    {"errors", "io", "progress", "device", "viz", "weights", "labels"},
+    {"errors", "io", "progress", "device", "viz", "weights", "labels", "images"},
     {"text", "models", "spectral"},
     {"data"},
     {"eval"},
     {"train"},
-    {"api", "instance_segmenter", "batch", "export", "webdemo"},
+    {"inference", "api", "instance_segmenter", "batch", "export", "webdemo"},
     {"cli", "segment", "instances"},
 ]
 ENTRY_POINTS = {"zeroseg.train.__main__", "zeroseg.segment", "zeroseg.instances", "zeroseg"}  # run as `-m`, or the lazy package root

@@ -124,8 +124,11 @@ def _fill(page, elem: str, text: str) -> None:
 
 
 def _image_loaded(page, elem: str) -> bool:
+    """The result image is shown and decoded (the status line can come first: wait for it)."""
     img = page.locator(f"#{elem} img")
-    expect(img).to_be_visible()
+    expect(img).to_be_visible(timeout=RESULT_TIMEOUT)
+    page.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=img.element_handle(),
+                           timeout=RESULT_TIMEOUT)
     return img.evaluate("el => el.complete && el.naturalWidth > 0")
 
 

@@ -323,11 +323,17 @@ class OracleSegmenter:
 def test_instance_protocols_score_a_perfect_model_at_one(trained, tmp_path):
     from zeroseg.data.coco_instances import read_instances, write_instance_annotations
     from zeroseg.eval.coco_metrics import category_split
-    from zeroseg.eval.instance_protocols import evaluate_instances
+    from zeroseg.eval.instance_protocols import evaluate_instances, instance_ground_truth
 
     write_instance_annotations(trained["data"], progress=False)
     gt = read_instances(trained["data"], "test")
     seen, unseen = category_split(gt)
+    # what `zeroseg eval-instances --data` evaluates against, from the library
+    assert instance_ground_truth(trained["data"], "test") == (gt, Path(trained["data"]), seen, unseen)
+    with pytest.raises(ZerosegError, match="needs --data-root"):
+        instance_ground_truth(coco_split="48_17")
+    with pytest.raises(ZerosegError, match="COCO annotations not found"):
+        instance_ground_truth(coco_split="48_17", data_root=tmp_path)
     oracle = OracleSegmenter(trained["data"])
     zsi = evaluate_instances(oracle, gt, trained["data"], seen, unseen, "zsi", progress=False, out_dir=tmp_path)
     assert oracle.asked[0] == UNSEEN  # ZSI asks about unseen names only

@@ -9,12 +9,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .device import resolve_device
 from .errors import ZerosegError
+from .images import image_to_tensor
+from .inference import InferenceBase
 from .models.lseg import LSegConfig, LSegNet
 from .text.base import CachedTextEncoder, TextEncoder
 
-__all__ = ["Segmentation", "Segmenter", "load_model", "load_onnx_model", "MAX_WORK_PIXELS", "MAX_WINDOWS"]
+__all__ = ["Segmentation", "Segmenter", "load_model", "load_onnx_model", "fold_model_loader", "MAX_WORK_PIXELS",
+           "MAX_WINDOWS", "MULTISCALE"]
 
 
 @dataclass
@@ -37,30 +39,27 @@ class Segmentation:
 # a short side of 160 would be 640000x160; such work is refused before it starts.
 MAX_WORK_PIXELS = 8_000_000
 MAX_WINDOWS = 1024  # sliding-window passes per image and scale
+MULTISCALE = (0.75, 1.0, 1.25, 1.5, 1.75)  # the LSeg paper's multi-scale evaluation (`--multiscale`)
 
 
-class Segmenter:
-    """An LSeg network, its text encoder and its preprocessing."""
+class Segmenter(InferenceBase):
+    """An LSeg network, its text encoder and its preprocessing:
+    ``prepare`` (resize, normalize) -> the network (whole, windowed, multi-scale) -> label maps."""
 
     def __init__(self, model: LSegNet, text_encoder: TextEncoder, config: LSegConfig | None = None,
                  device: str | torch.device = "cpu", source: str = "", label_offsets: dict | None = None):
-        self.device = resolve_device(device)
+        super().__init__(model, text_encoder, source, device)
         # calibration the model file carries (e.g. {"other": -2.5}, see `zeroseg calibrate`): added
         # to the logits of labels of these names on every call; {} switches it off
         self.label_offsets: dict[str, float] = {str(k): float(v) for k, v in (label_offsets or {}).items()}
-        self.model = model.to(self.device).eval()
         self.config = config or model.config
-        self.text_encoder = text_encoder if isinstance(text_encoder, CachedTextEncoder) else CachedTextEncoder(text_encoder)
-        self.source = source
         self.mean = torch.tensor(self.config.mean).view(1, 3, 1, 1)
         self.std = torch.tensor(self.config.std).view(1, 3, 1, 1)
         self._feature_sources: dict = {}  # spectral feature networks, built on first use
 
     # -- tensors in, tensors out ---------------------------------------------------------
     def text_embeddings(self, labels: list[str]) -> torch.Tensor:
-        if not labels:
-            raise ZerosegError("empty label set")
-        return self.text_encoder.encode(list(labels)).to(self.device)
+        return self.embed(labels)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8-range or [0, 1] RGB [B, 3, H, W] -> the network's input normalization."""
@@ -120,18 +119,6 @@ class Segmenter:
         inner.templates = inner.checked_templates(templates)
         self.text_encoder = CachedTextEncoder(inner)
 
-    @staticmethod
-    def as_rgb_array(image) -> np.ndarray:
-        """A path, PIL image or uint8 array -> uint8 [H, W, 3]."""
-        from .io import load_image
-
-        if isinstance(image, (str, Path)):
-            image = load_image(image, upright=True)
-        array = np.asarray(image.convert("RGB")) if hasattr(image, "convert") else np.asarray(image)
-        if array.ndim != 3 or array.shape[2] != 3:
-            raise ZerosegError(f"expected an RGB image [H, W, 3], got shape {array.shape}")
-        return array
-
     def input_size(self, h: int, w: int, short_side: int | None = None, scale: float = 1.0) -> tuple[int, int]:
         """The network input's (height, width) for an h x w image (see ``prepare``)."""
         if short_side is not None and short_side < 0:
@@ -166,7 +153,8 @@ class Segmenter:
         """
         batch = array if array.ndim == 4 else array[None]
         h, w = batch.shape[1:3]
-        x = torch.from_numpy(np.array(batch, copy=True)).permute(0, 3, 1, 2).float().div_(255).to(self.device)
+        # channels-last: the layout convolutions run fastest in on the CPU
+        x = image_to_tensor(batch).contiguous(memory_format=torch.channels_last).to(self.device)
         size = self.input_size(h, w, short_side, scale)
         base = self.config.input_size if short_side is None else (short_side or min(h, w))
         factor = base * scale / min(h, w)
@@ -313,3 +301,19 @@ def load_onnx_model(path: str | Path, device: str = "cpu", text_model: str | Pat
         else create_text_encoder(network.text_encoder_spec)
     return Segmenter(network, text, network.config, device=device, source=str(path),
                      label_offsets=network.label_offsets)
+
+
+def fold_model_loader(template: str | Path, arch_option: int = 0, block_depth: int = 0, device: str = "cpu"):
+    """``fold -> Segmenter`` for ``zeroseg.eval.real.evaluate_dataset``: LSeg releases one checkpoint
+    per fold, so ``{fold}`` in ``template`` (e.g. ``ckpt/pascal_fold{fold}.ckpt``) is replaced by
+    the fold; one model is kept in memory at a time."""
+    loaded: dict[str, Segmenter] = {}
+
+    def load(fold: int | None) -> Segmenter:
+        source = str(template).replace("{fold}", str(fold)) if fold is not None else str(template)
+        if source not in loaded:
+            loaded.clear()
+            loaded[source] = load_model(source, arch_option, block_depth, device=device)
+        return loaded[source]
+
+    return load

@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_segment(args) -> int:
-    from .api import load_model
+    from .api import MULTISCALE, load_model
     from .batch import SegmentTask, plan_jobs, run_batch
     from .io import check_label_count, ensure_writable_dir, parse_labels
 
@@ -254,7 +254,7 @@ def cmd_segment(args) -> int:
         segmenter.set_templates(args.template)
     options = dict(window=args.window, flip=args.flip, refine=args.refine,
                    refine_options=_refine_options(args),
-                   scales=(0.75, 1.0, 1.25, 1.5, 1.75) if args.multiscale else (1.0,))
+                   scales=MULTISCALE if args.multiscale else (1.0,))
     if args.short_side is not None:
         options["short_side"] = args.short_side
     if args.max_pixels is not None:
@@ -401,7 +401,7 @@ def cmd_eval(args) -> int:
 
 def _eval_dataset(args) -> int:
     """``zeroseg eval --dataset``: a paper's protocol on a real dataset, measured beside published."""
-    from .api import load_model
+    from .api import fold_model_loader
     from .eval.real import evaluate_dataset, format_real_summary, parse_fold, write_result
 
     if args.data_root is None:
@@ -412,16 +412,7 @@ def _eval_dataset(args) -> int:
         from .io import ensure_writable_dir
 
         ensure_writable_dir(args.out)
-    loaded: dict[str, object] = {}
-
-    def segmenter_for(fold):
-        # one checkpoint per fold when --model names one, e.g. checkpoints/pascal_fold{fold}.ckpt
-        source = args.model.replace("{fold}", str(fold)) if fold is not None else args.model
-        if source not in loaded:
-            loaded.clear()  # keep one model in memory
-            loaded[source] = load_model(source, args.arch_option, args.block_depth, device=args.device)
-        return loaded[source]
-
+    segmenter_for = fold_model_loader(args.model, args.arch_option, args.block_depth, device=args.device)
     result = evaluate_dataset(args.dataset, args.data_root, segmenter_for, fold=parse_fold(args.fold),
                               split=args.split, episodes=args.episodes, seed=args.seed,
                               short_side=args.short_side, convention=args.coco_convention,
@@ -449,41 +440,16 @@ def cmd_instances(args) -> int:
     return summary.exit_code
 
 
-def _instance_ground_truth(args):
-    """(gt COCO dict, image root, seen ids, unseen ids) for --data or --coco-split."""
-    if args.data:
-        from .data.coco_instances import read_instances
-        from .eval.coco_metrics import category_split
-
-        gt = read_instances(args.data, args.split)
-        seen, unseen = category_split(gt)
-        return gt, Path(args.data), seen, unseen
-    from .data.datasets.base import read_coco_json
-    from .data.datasets.coco_zsi import coco_zsi_split, filter_coco
-
-    if not args.data_root:
-        raise ZerosegError("--coco-split needs --data-root DIR (DIR/annotations/instances_val2014.json, DIR/val2014/)")
-    root = Path(args.data_root)
-    ann = root / args.coco_annotations
-    if not ann.is_file():
-        raise ZerosegError(f"COCO annotations not found: {ann} (expected DIR/{args.coco_annotations} "
-                           f"and DIR/{args.coco_images}/*.jpg)")
-    gt = read_coco_json(ann, ZerosegError)
-    split = coco_zsi_split(args.coco_split)
-    gt = filter_coco(gt, split["seen"] + split["unseen"], drop_images_without=True)
-    ids = {c["name"]: int(c["id"]) for c in gt["categories"]}
-    return gt, root / args.coco_images, [ids[n] for n in split["seen"]], [ids[n] for n in split["unseen"]]
-
-
 def cmd_eval_instances(args) -> int:
-    from .eval.instance_protocols import evaluate_instances, summary_line
+    from .eval.instance_protocols import evaluate_instances, instance_ground_truth, summary_line
     from .instance_segmenter import load_instance_model
 
     if args.out:
         from .io import ensure_writable_dir
 
         ensure_writable_dir(args.out)
-    gt, image_root, seen, unseen = _instance_ground_truth(args)
+    gt, image_root, seen, unseen = instance_ground_truth(args.data, args.split, args.coco_split, args.data_root,
+                                                         args.coco_annotations, args.coco_images)
     segmenter = load_instance_model(args.model, device=args.device)
     for mode in (("zsi", "gzsi") if args.mode == "both" else (args.mode,)):
         result = evaluate_instances(segmenter, gt, image_root, seen, unseen, mode, calibration=args.calibration,

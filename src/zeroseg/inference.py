@@ -8,34 +8,14 @@ the task's own postprocessing (label maps, or boxes and masks).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import torch
 
 from .device import resolve_device
 from .errors import ZerosegError
+from .images import as_rgb_array, image_to_tensor  # noqa: F401  (part of this API)
 from .text.base import CachedTextEncoder, TextEncoder
 
 __all__ = ["InferenceBase", "as_rgb_array", "image_to_tensor"]
-
-
-def as_rgb_array(image) -> np.ndarray:
-    """A path, PIL image or uint8 array -> uint8 [H, W, 3] (paths: EXIF orientation applied)."""
-    from .io import load_image
-
-    if isinstance(image, (str, Path)):
-        image = load_image(image, upright=True)
-    array = np.asarray(image.convert("RGB")) if hasattr(image, "convert") else np.asarray(image)
-    if array.ndim != 3 or array.shape[2] != 3:
-        raise ZerosegError(f"expected an RGB image [H, W, 3], got shape {array.shape}")
-    return array
-
-
-def image_to_tensor(array: np.ndarray) -> torch.Tensor:
-    """uint8 [H, W, 3] -> float32 [3, H, W] in [0, 1]; a batch [B, H, W, 3] -> [B, 3, H, W]."""
-    axes = (2, 0, 1) if array.ndim == 3 else (0, 3, 1, 2)
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(axes), dtype=np.float32)) / 255.0
 
 
 class InferenceBase:

@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .device import resolve_device
 from .errors import ZerosegError
-from .text.base import CachedTextEncoder, TextEncoder
+from .images import image_to_tensor
+from .inference import InferenceBase
+from .text.base import TextEncoder
 
 __all__ = ["Instances", "InstanceSegmenter", "load_instance_model"]
 
@@ -61,17 +62,14 @@ class Instances:
         return to_coco_results(image_id, self.boxes, self.scores, cats, self.masks)
 
 
-class InstanceSegmenter:
-    """A ZSI model with its frozen text encoder; label embeddings are computed once per label set."""
+class InstanceSegmenter(InferenceBase):
+    """A ZSI model with its frozen text encoder (label embeddings cached): images -> the detector
+    (its own resize and normalization) -> boxes, masks and scores above the threshold."""
 
     def __init__(self, model: torch.nn.Module, text_encoder: TextEncoder, source: str = "",
                  extra: dict | None = None, device: str = "cpu"):
-        self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        super().__init__(model, text_encoder, source, device)
         self.config = model.config
-        self.text_encoder = text_encoder if isinstance(text_encoder, CachedTextEncoder) \
-            else CachedTextEncoder(text_encoder)
-        self.source = source
         self.extra = dict(extra or {})
 
     @property
@@ -80,14 +78,7 @@ class InstanceSegmenter:
         return list(self.extra.get("labels", []))
 
     def embeddings(self, labels: list[str]) -> torch.Tensor:
-        from .io import parse_labels
-
-        labels = parse_labels(list(labels))  # empty or duplicate labels are errors
-        emb = self.text_encoder.encode(labels).float()
-        if emb.shape[1] != self.config.embed_dim:
-            raise ZerosegError(f"text encoder gives {emb.shape[1]}-d embeddings but the model expects "
-                               f"{self.config.embed_dim}")
-        return emb.to(self.device)
+        return self.embed(self.check_labels(labels))  # empty or duplicate labels are errors
 
     def logit_offsets(self, labels: list[str], seen_labels: list[str] | None, calibration: float) -> torch.Tensor | None:
         """[1 + C]: -calibration on the seen labels' scores (GZSI calibration), 0 elsewhere."""
@@ -131,17 +122,13 @@ class InstanceSegmenter:
                      max_detections: int = 100, nms_across_labels: float | None = None) -> list[Instances]:
         """``detect`` for several images (any sizes) in one network pass. The detector pads a batch
         to its largest image, so results near the borders can differ slightly from one at a time."""
-        from .api import Segmenter
-        from .io import parse_labels
-
-        labels = parse_labels([str(lab) for lab in labels])
-        arrays = [Segmenter.as_rgb_array(image) for image in images]
+        labels = self.check_labels(labels)
+        arrays = [self.as_rgb_array(image) for image in images]
         for array in arrays:
             self.check_work(*array.shape[:2])
         start = time.perf_counter()
         emb = self.embeddings(labels)
-        xs = [torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32) / 255.0).to(self.device)
-              for a in arrays]
+        xs = [image_to_tensor(a).to(self.device) for a in arrays]
         outputs = self.model(xs, emb, logit_offsets=self.logit_offsets(labels, seen_labels, calibration)) if xs else []
         results = []
         for out in outputs:

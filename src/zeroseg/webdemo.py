@@ -37,7 +37,6 @@ DEFAULT_LABELS = "tiger face,bus,violin,pear,castle,duck,other"
 DEFAULT_INSTANCE_LABELS = "tiger face,bus,violin,pear,castle,duck"
 # `zeroseg instances` defaults
 SCORE_THRESHOLD, MAX_DETECTIONS, NMS_ACROSS_LABELS = 0.15, 20, 0.5
-MULTISCALES = (0.75, 1.0, 1.25, 1.5, 1.75)  # as `zeroseg segment --multiscale`
 MAX_UPLOAD = "256mb"  # a 40-megapixel RGBA PNG fits; gradio refuses larger uploads before they land on disk
 KEEP_RESULTS = 32  # request output folders kept on disk (gradio copies what it serves into its own cache)
 OVERLAY_HEIGHT = 420  # px on the page; CSS scales small results up to it, so the legend stays readable
@@ -209,7 +208,9 @@ class DemoHandlers:
             image, labels = _read_input(path, labels_text, self.max_pixels)
             templates = tuple(t.strip() for t in (templates_text or "").splitlines() if t.strip())
             segmenter = self.models.semantic(templates)
-            options: dict[str, Any] = dict(scales=MULTISCALES if multiscale else (1.0,), flip=bool(flip))
+            from .api import MULTISCALE  # torch: loaded with the model by now
+
+            options: dict[str, Any] = dict(scales=MULTISCALE if multiscale else (1.0,), flip=bool(flip))
             if short_side is not None:
                 if short_side != int(short_side):
                     raise ZerosegError(f"short side must be a whole number of pixels, got {short_side:g}")

@@ -135,3 +135,36 @@ def choose_instance_calibration(segmenter: Any, gt: dict[str, Any], image_root: 
                       "map50_calibration": r["unseen"]["map50"], "hm_map50": r["hm"]["map50"]})
     best = max(table, key=lambda row: (-1.0 if row["hm_map50"] is None else row["hm_map50"], -row["calibration"]))
     return {"calibration": best["calibration"], "hm_map50": best["hm_map50"], "table": table}
+
+
+def instance_ground_truth(data: str | Path | None = None, split: str = "test", coco_split: str | None = None,
+                          data_root: str | Path | None = None,
+                          coco_annotations: str = "annotations/instances_val2014.json",
+                          coco_images: str = "val2014") -> tuple[dict, Path, list[int], list[int]]:
+    """(ground truth COCO dict, image folder, seen category ids, unseen category ids) of a ZSI
+    evaluation: the synthetic benchmark ``data``'s ``split``, or COCO's ``coco_split`` ("48_17" /
+    "65_15") under ``data_root`` (images without a category of the split are dropped)."""
+    if data:
+        from ..data.coco_instances import read_instances
+        from .coco_metrics import category_split
+
+        gt = read_instances(data, split)
+        seen, unseen = category_split(gt)
+        return gt, Path(data), seen, unseen
+    from ..data.datasets.base import read_coco_json
+    from ..data.datasets.coco_zsi import coco_zsi_split, filter_coco
+
+    if not data_root:
+        raise ZerosegError("--coco-split needs --data-root DIR (DIR/annotations/instances_val2014.json, DIR/val2014/)")
+    if coco_split is None:
+        raise ZerosegError("give the synthetic benchmark (data) or a COCO split (coco_split)")
+    root = Path(data_root)
+    ann = root / coco_annotations
+    if not ann.is_file():
+        raise ZerosegError(f"COCO annotations not found: {ann} (expected DIR/{coco_annotations} "
+                           f"and DIR/{coco_images}/*.jpg)")
+    gt = read_coco_json(ann, ZerosegError)
+    chosen = coco_zsi_split(coco_split)
+    gt = filter_coco(gt, chosen["seen"] + chosen["unseen"], drop_images_without=True)
+    ids = {c["name"]: int(c["id"]) for c in gt["categories"]}
+    return gt, root / coco_images, [ids[n] for n in chosen["seen"]], [ids[n] for n in chosen["unseen"]]

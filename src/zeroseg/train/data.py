@@ -19,6 +19,7 @@ from torch.utils.data import Dataset, Sampler
 
 from ..data.dataset import IGNORE_INDEX, DatasetIndex
 from ..errors import ZerosegError
+from ..images import image_to_tensor
 
 
 def seen_label_set(index: DatasetIndex, held_out: Sequence[str] = ()) -> list[str]:
@@ -130,7 +131,7 @@ class SeenSegmentationDataset(Dataset):
             image, target = self._augment(image, target, sample_rng(self.seed, self.epoch, i))
         elif self.eval_size:
             image, target = _resize_short_side(image, target, self.eval_size)
-        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)) / 255.0
+        x = image_to_tensor(image)
         return {"image": (x - self.mean) / self.std, "target": torch.from_numpy(target.astype(np.int64)),
                 "index": i}
 

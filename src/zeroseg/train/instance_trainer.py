@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import ZerosegError
+from ..images import image_to_tensor
 from .config import check_common_config, check_held_out_config, load_config
 from .data import SeenSegmentationDataset, _color_jitter, _draw_style, apply_style, sample_rng
 from .trainer import Trainer
@@ -77,7 +78,7 @@ class SeenInstanceDataset(SeenSegmentationDataset):
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)) / 255.0
+    return image_to_tensor(image)
 
 
 def instance_target(label_map: np.ndarray) -> dict[str, torch.Tensor]:

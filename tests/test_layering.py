@@ -21,8 +21,8 @@ LAYERS = [
     {"data"},
     {"eval"},
     {"train"},
-    {"inference", "api", "instance_segmenter", "batch", "export", "webdemo"},
-    {"cli", "segment", "instances"},
+    {"inference", "api", "instance_segmenter", "batch", "batch_tasks", "export", "webdemo"},
+    {"cli", "cli_parser", "segment", "instances"},
 ]
 ENTRY_POINTS = {"zeroseg.train.__main__", "zeroseg.segment", "zeroseg.instances", "zeroseg"}  # run as `-m`, or the lazy package root
 WEIGHT_IO = "zeroseg.models.weight_io"

@@ -98,16 +98,17 @@ class Models:
         self._max_template_sets = max_template_sets
         self._lock = threading.Lock()  # the semantic and instance tabs may run at the same time
 
-    def semantic(self, templates: tuple[str, ...] = ()) -> Segmenter:
-        with self._lock:
-            if self._semantic is None:
-                src = self.semantic_source
-                if callable(src):
-                    self._semantic = src()
-                else:
-                    from .api import load_model
+    def _loaded(self, slot: str, source, load_name: Callable[[str], Any]):
+        """The model in ``slot``, loaded on first use from ``source`` (a name/path or a factory)."""
+        if getattr(self, slot) is None:
+            setattr(self, slot, source() if callable(source) else load_name(source))
+        return getattr(self, slot)
 
-                    self._semantic = load_model(src, device=self.device)
+    def semantic(self, templates: tuple[str, ...] = ()) -> Segmenter:
+        from .api import load_model
+
+        with self._lock:
+            self._loaded("_semantic", self.semantic_source, lambda s: load_model(s, device=self.device))
             if not templates:
                 return self._semantic
             if templates not in self._templated:
@@ -129,16 +130,11 @@ class Models:
         return view
 
     def instances(self) -> InstanceSegmenter:
-        with self._lock:
-            if self._instances is None:
-                src = self.instances_source
-                if callable(src):
-                    self._instances = src()
-                else:
-                    from .instance_segmenter import load_instance_model
+        from .instance_segmenter import load_instance_model
 
-                    self._instances = load_instance_model(src, device=self.device)
-            return self._instances
+        with self._lock:
+            return self._loaded("_instances", self.instances_source,
+                                lambda s: load_instance_model(s, device=self.device))
 
 
 class _Results:
@@ -252,6 +248,25 @@ class DemoHandlers:
         return written["overlay"], table, [written["json"], written["overlay"]], status
 
 
+def _image_and_labels(gr, prefix: str, labels: str) -> tuple:
+    """A tab's inputs: the upload (a file path: our loader checks it) and the label names."""
+    return (gr.File(label="image (PNG, JPEG, ...)", type="filepath", elem_id=f"{prefix}-image"),
+            gr.Textbox(value=labels, label="labels (comma separated)", elem_id=f"{prefix}-labels"))
+
+
+def _examples(gr, examples: list[Path], image, labels_box, labels: str) -> None:
+    if examples:
+        gr.Examples([[str(p), labels] for p in examples], [image, labels_box], cache_examples=False,
+                    example_labels=[p.stem for p in examples], label="example images")
+
+
+def _status_and_overlay(gr, prefix: str, button: str, overlay_label: str) -> tuple:
+    """A tab's status line (results and error messages) and its result image."""
+    return (gr.Markdown(f"Upload an image, name the labels, press **{button}**.", elem_id=f"{prefix}-status"),
+            gr.Image(label=overlay_label, type="filepath", interactive=False, height=OVERLAY_HEIGHT,
+                     elem_id=f"{prefix}-overlay"))
+
+
 def build_app(models: Models | None = None, *, max_pixels: int = MAX_INPUT_PIXELS,
               examples: list[Path] | None = None) -> gr.Blocks:
     """The two-tab gradio app (not launched; see ``launch``). ``examples``: image files offered
@@ -271,9 +286,7 @@ def build_app(models: Models | None = None, *, max_pixels: int = MAX_INPUT_PIXEL
         with gr.Tab("Semantic segmentation", id="semantic"):
             with gr.Row():
                 with gr.Column(scale=2):
-                    seg_file = gr.File(label="image (PNG, JPEG, ...)", type="filepath", elem_id="seg-image")
-                    seg_labels = gr.Textbox(value=DEFAULT_LABELS, label="labels (comma separated)",
-                                            elem_id="seg-labels")
+                    seg_file, seg_labels = _image_and_labels(gr, "seg", DEFAULT_LABELS)
                     with gr.Accordion("options", open=False):
                         short_side = gr.Number(value=None, precision=0, elem_id="seg-short-side",
                                                label="short side in pixels (empty: the model's own; 0: the image's)")
@@ -284,14 +297,9 @@ def build_app(models: Models | None = None, *, max_pixels: int = MAX_INPUT_PIXEL
                         templates = gr.Textbox(label="prompt templates, one per line (empty: the model's own)",
                                                placeholder="a photo of a {}", lines=1, elem_id="seg-template")
                     seg_run = gr.Button("Segment", variant="primary", elem_id="seg-run")
-                    if examples:
-                        gr.Examples([[str(p), DEFAULT_LABELS] for p in examples], [seg_file, seg_labels],
-                                    cache_examples=False, example_labels=[p.stem for p in examples], label="example images")
+                    _examples(gr, examples, seg_file, seg_labels, DEFAULT_LABELS)
                 with gr.Column(scale=3):
-                    seg_status = gr.Markdown("Upload an image, name the labels, press **Segment**.",
-                                             elem_id="seg-status")
-                    seg_overlay = gr.Image(label="overlay (legend: share of pixels)", type="filepath",
-                                           interactive=False, height=OVERLAY_HEIGHT, elem_id="seg-overlay")
+                    seg_status, seg_overlay = _status_and_overlay(gr, "seg", "Segment", "overlay (legend: share of pixels)")
                     seg_fractions = gr.Label(label="share of pixels per label", show_heading=False,
                                              elem_id="seg-fractions")
                     seg_files = gr.File(label="downloads: label map (palette PNG, pixel = label index) and JSON",
@@ -301,22 +309,15 @@ def build_app(models: Models | None = None, *, max_pixels: int = MAX_INPUT_PIXEL
         with gr.Tab("Instances (ZSI)", id="instances"):
             with gr.Row():
                 with gr.Column(scale=2):
-                    inst_file = gr.File(label="image (PNG, JPEG, ...)", type="filepath", elem_id="inst-image")
-                    inst_labels = gr.Textbox(value=DEFAULT_INSTANCE_LABELS, label="labels (comma separated)",
-                                             elem_id="inst-labels")
+                    inst_file, inst_labels = _image_and_labels(gr, "inst", DEFAULT_INSTANCE_LABELS)
                     threshold = gr.Slider(0.0, 1.0, value=SCORE_THRESHOLD, step=0.01, label="score threshold",
                                           elem_id="inst-threshold")
                     max_det = gr.Slider(1, 100, value=MAX_DETECTIONS, step=1, label="at most this many instances",
                                         elem_id="inst-max")
                     inst_run = gr.Button("Detect", variant="primary", elem_id="inst-run")
-                    if examples:
-                        gr.Examples([[str(p), DEFAULT_INSTANCE_LABELS] for p in examples], [inst_file, inst_labels],
-                                    cache_examples=False, example_labels=[p.stem for p in examples], label="example images")
+                    _examples(gr, examples, inst_file, inst_labels, DEFAULT_INSTANCE_LABELS)
                 with gr.Column(scale=3):
-                    inst_status = gr.Markdown("Upload an image, name the labels, press **Detect**.",
-                                              elem_id="inst-status")
-                    inst_overlay = gr.Image(label="instances: masks, boxes, scores", type="filepath",
-                                            interactive=False, height=OVERLAY_HEIGHT, elem_id="inst-overlay")
+                    inst_status, inst_overlay = _status_and_overlay(gr, "inst", "Detect", "instances: masks, boxes, scores")
                     inst_table = gr.Markdown(elem_id="inst-table")
                     inst_files = gr.File(label="downloads: COCO JSON (boxes, RLE masks, scores) and overlay",
                                          file_count="multiple", interactive=False, elem_id="inst-files")

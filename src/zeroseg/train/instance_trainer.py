@@ -108,9 +108,7 @@ class InstanceTrainer(Trainer):
     METRIC_TEXT = "val seen mask AP@0.5"
     BACKBONE_PREFIX = "backbone.body."
 
-    @staticmethod
-    def validate_config(cfg: dict) -> None:
-        validate_instance_config(cfg)
+    validate_config = staticmethod(validate_instance_config)
 
     def read_data(self) -> None:
         if self.cfg["dataset"] == "synth":

@@ -79,9 +79,7 @@ class Trainer:
     METRIC_TEXT = "val seen mIoU"
     BACKBONE_PREFIX = "image_encoder."
 
-    @staticmethod
-    def validate_config(cfg: dict) -> None:
-        validate_config(cfg)
+    validate_config = staticmethod(validate_config)  # the task's config checks
 
     # -- the task interface ----------------------------------------------------------------
     def read_data(self) -> None:

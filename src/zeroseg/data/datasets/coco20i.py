@@ -93,16 +93,8 @@ class Coco20i(SegmentationDataset):
         "(COCO instance format, 80 categories), optional HSNet lists ROOT/splits/coco/val/fold<i>.pkl"
     )
 
-    def __init__(
-        self,
-        root: str | Path,
-        fold: int | None = None,
-        split: str = "val",
-        *,
-        convention: str = "interleaved",
-        names: str = "lseg",
-        splits_dir: str | Path | None = None,
-    ) -> None:
+    def __init__(self, root: str | Path, fold: int | None = None, split: str = "val", *,
+                 convention: str = "interleaved", names: str = "lseg", splits_dir: str | Path | None = None) -> None:
         """Open COCO-20i at ``root``: reads the instance JSON (images are read lazily).
 
         ``convention``: "interleaved" (PFENet/HSNet/LSeg) or "contiguous" (FWB). ``names``: "lseg"

@@ -67,17 +67,9 @@ class Pascal5i(SegmentationDataset):
         "or ROOT/VOC2012/ImageSets/Segmentation/val.txt"
     )
 
-    def __init__(
-        self,
-        root: str | Path,
-        fold: int | None = None,
-        split: str = "val",
-        *,
-        names: str = "lseg",
-        splits_dir: str | Path | None = None,
-        annotation_dir: str = "SegmentationClassAug",
-        min_pixels: int = 1,
-    ) -> None:
+    def __init__(self, root: str | Path, fold: int | None = None, split: str = "val", *, names: str = "lseg",
+                 splits_dir: str | Path | None = None, annotation_dir: str = "SegmentationClassAug",
+                 min_pixels: int = 1) -> None:
         """Open PASCAL-5i at ``root`` (nothing but list files is read here).
 
         ``names``: "lseg" (VOC names as LSeg's label file, background "others") or "readable"

@@ -149,3 +149,31 @@ def test_the_checker_sees_a_back_arrow(tmp_path):
     assert all(layer(t) <= layer("zeroseg.data") for t in targets)
     assert layer("zeroseg.eval.metrics") > layer("zeroseg.data.dataset")
     assert layer("zeroseg.train.engine") > layer("zeroseg.eval.metrics") > layer("zeroseg.models.lseg")
+
+
+REASONS = ("startup", "optional", "heavy")  # keep `zeroseg --help` light; a dependency not every user has; a slow import
+
+
+def test_function_level_imports_say_why():
+    """Imports inside functions only where a module-level one would cost (each tagged with its reason)."""
+    untagged = []
+    for path in SOURCES:
+        lines = path.read_text().splitlines()
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    text = " ".join(lines[node.lineno - 1:node.end_lineno])
+                    if not any(f"# {r}" in text for r in REASONS):
+                        untagged.append(f"{path.relative_to(SRC.parent)}:{node.lineno} {ast.unparse(node)}")
+    assert not untagged, "\n".join(untagged)
+
+
+def test_the_cli_starts_without_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from zeroseg.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -12,7 +12,11 @@ import torch.nn.functional as F
 from .errors import ZerosegError
 from .images import image_to_tensor
 from .inference import InferenceBase
+from .models import loading, registry
 from .models.lseg import LSegConfig, LSegNet
+from .spectral.features import ImageNetFeatures, parse_feature_source
+from .spectral.fusion import spectral_refine
+from .text import create_text_encoder
 from .text.base import CachedTextEncoder, TextEncoder
 
 __all__ = ["Segmentation", "Segmenter", "load_model", "load_onnx_model", "fold_model_loader", "MAX_WORK_PIXELS",
@@ -104,7 +108,6 @@ class Segmenter(InferenceBase):
     def spectral_feature_source(self, spec: str):
         """The callable image -> features [C, h, w] for ``spec`` (see ``parse_feature_source``),
         built on first use and kept by this segmenter (a network load costs seconds)."""
-        from .spectral.features import ImageNetFeatures, parse_feature_source
 
         if spec not in self._feature_sources:
             opts = parse_feature_source(spec)
@@ -237,7 +240,6 @@ class Segmenter(InferenceBase):
             label_map = probs.argmax(axis=0).astype(np.int32)
             info: dict = {}
             if refine == "spectral":
-                from .spectral.fusion import spectral_refine
 
                 label_map, info = spectral_refine(self, array, probs, short_side=short_side, **(refine_options or {}))
             results.append(Segmentation(label_map, probs, labels, info=info))
@@ -253,7 +255,6 @@ def load_model(source: str | Path = "default", arch_option: int = 0, block_depth
     ``arch_option`` and ``block_depth`` matter only for official checkpoints, which do not
     record them (all released ones use 0).
     """
-    from .models import loading, registry
 
     src = str(source)
     path = Path(src)
@@ -294,7 +295,6 @@ def load_onnx_model(path: str | Path, device: str = "cpu", text_model: str | Pat
     the text encoder named in the file (or the text tower of ``text_model``, a zeroseg
     .safetensors / official .ckpt, for CLIP towers that live inside checkpoints)."""
     from .export import OnnxLSeg  # optional: onnxruntime
-    from .text import create_text_encoder
 
     network = OnnxLSeg(path, threads=threads)
     text = load_model(text_model).text_encoder if text_model is not None \

@@ -26,6 +26,7 @@ import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
@@ -33,6 +34,7 @@ import numpy as np
 
 from .errors import ZerosegError
 from .io import IMAGE_SUFFIXES, MAX_INPUT_PIXELS, load_image, output_stems, sha256_hex, write_bytes_atomic
+from .progress import progress
 
 __all__ = ["ImageJob", "BatchSummary", "BatchTask", "find_images", "plan_jobs", "run_batch", "outputs_valid",
            "shard_of", "MANIFEST"]
@@ -170,9 +172,8 @@ class _Group:
     def __init__(self, world: int):
         self.dist = None
         if world > 1:
-            from datetime import timedelta
 
-            import torch.distributed as dist
+            import torch.distributed as dist  # heavy
 
             if not dist.is_initialized():
                 # the barrier waits for the slowest rank's whole shard: allow a day, not gloo's 30 min
@@ -182,7 +183,7 @@ class _Group:
     def sum(self, values: list[int]) -> list[int]:
         if self.dist is None:
             return values
-        import torch
+        import torch  # heavy
 
         t = torch.tensor(values, dtype=torch.int64)
         self.dist.all_reduce(t)
@@ -229,9 +230,8 @@ def run_batch(task: BatchTask, jobs: list[ImageJob], out_dir: str | Path, *, wor
               resume: bool = False, max_input_pixels: int | None = MAX_INPUT_PIXELS,
               stdout=None, stderr=None) -> BatchSummary:
     """Run ``task`` on this rank's share of ``jobs``; see the module's docstring."""
-    from tqdm import tqdm
+    from tqdm import tqdm  # heavy
 
-    from .progress import progress
 
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     if batch_size < 1:

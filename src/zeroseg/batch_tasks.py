@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from .batch import BatchSummary, ImageJob, plan_jobs, run_batch
-from .io import write_bytes_atomic
+from .io import ensure_writable_dir, write_bytes_atomic
+from .viz import write_instances, write_segmentation
 
 __all__ = ["SegmentTask", "InstanceTask", "segment_files", "detect_files"]
 
@@ -36,7 +37,6 @@ class SegmentTask:
         return self.segmenter.segment_batch(arrays, self.labels, **self.options)
 
     def write(self, result: Any, array: np.ndarray, out_dir: Path, job: ImageJob) -> dict[str, str]:
-        from .viz import write_segmentation
 
         written = write_segmentation(result, array, out_dir, job.stem,
                                      extra={"image": str(job.path), "model": self.segmenter.source,
@@ -72,7 +72,6 @@ class InstanceTask:
         return self.segmenter.detect_batch(arrays, self.labels, **self.options)
 
     def write(self, result: Any, array: np.ndarray, out_dir: Path, job: ImageJob) -> dict[str, str]:
-        from .viz import write_instances
 
         written = write_instances(result, array, out_dir, job.stem, job.index + 1,
                                   extra={"image": str(job.path), "model": self.segmenter.source,
@@ -104,7 +103,6 @@ def segment_files(segmenter: Any, inputs: list[str | Path], labels: list[str], o
     """Segment every image of ``inputs`` (files or folders) into ``out_dir``; ``options`` go to
     ``Segmenter.segment_batch``, ``run_options`` (workers, batch_size, resume, max_input_pixels)
     to ``run_batch``."""
-    from .io import ensure_writable_dir
 
     out_dir = ensure_writable_dir(out_dir)
     jobs = plan_jobs(inputs, out_dir, pattern)
@@ -115,7 +113,6 @@ def detect_files(segmenter: Any, inputs: list[str | Path], labels: list[str], ou
                  options: dict[str, Any] | None = None, pattern: str | None = None,
                  **run_options: Any) -> BatchSummary:
     """``segment_files`` for an ``InstanceSegmenter``: ``options`` go to ``detect_batch``."""
-    from .io import ensure_writable_dir
 
     out_dir = ensure_writable_dir(out_dir)
     jobs = plan_jobs(inputs, out_dir, pattern)

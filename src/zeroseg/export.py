@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ZerosegError
+from .io import atomic_path
 from .models.lseg import LSegConfig, LSegNet
 
 ONNX_FORMAT = "zeroseg/lseg-onnx-1"
@@ -64,9 +65,8 @@ def export_onnx(model: LSegNet, path: str | Path, *, text_encoder: str | None = 
     ``text_encoder``: the spec stored for the runtime (default: the model config's);
     ``label_offsets``: the model file's calibration (``Segmenter.label_offsets``), stored too.
     """
-    import onnx
+    import onnx  # optional
 
-    from .io import atomic_path
 
     path = Path(path)
     model = model.float().cpu().eval()
@@ -100,7 +100,7 @@ class OnnxLSeg:
 
     def __init__(self, path: str | Path, threads: int | None = None):
         try:
-            import onnxruntime as ort
+            import onnxruntime as ort  # optional
         except ImportError:
             raise ZerosegError("the onnx runtime needs the onnxruntime package: pip install onnxruntime") from None
         path = Path(path)
@@ -176,9 +176,8 @@ def export_zsi_onnx(model: nn.Module, path: str | Path, *, num_labels: int = 3) 
     torchvision's Mask R-CNN traces with data-dependent detection counts; what it does not allow
     is a batch: the per-image split of the mask head's output is traced as constants, so the
     export takes exactly one image (``ZSIRoIHeads`` skips the split for one image)."""
-    import onnx
+    import onnx  # optional
 
-    from .io import atomic_path
 
     path = Path(path)
     model = model.float().cpu().eval()

@@ -8,13 +8,13 @@ import numpy as np
 import torch
 
 from .errors import ZerosegError
+from .io import load_image
 
 __all__ = ["as_rgb_array", "image_to_tensor"]
 
 
 def as_rgb_array(image) -> np.ndarray:
     """A path, PIL image or uint8 array -> uint8 [H, W, 3] (paths: EXIF orientation applied)."""
-    from .io import load_image
 
     if isinstance(image, (str, Path)):
         image = load_image(image, upright=True)

@@ -13,6 +13,7 @@ import torch
 from .device import resolve_device
 from .errors import ZerosegError
 from .images import as_rgb_array, image_to_tensor  # noqa: F401  (part of this API)
+from .io import parse_labels
 from .text.base import CachedTextEncoder, TextEncoder
 
 __all__ = ["InferenceBase", "as_rgb_array", "image_to_tensor"]
@@ -38,7 +39,6 @@ class InferenceBase:
     @staticmethod
     def check_labels(labels) -> list[str]:
         """The label names, stripped; empty, blank or duplicate labels are errors."""
-        from .io import parse_labels
 
         return parse_labels([str(label) for label in labels])
 

@@ -19,8 +19,13 @@ import numpy as np
 import torch
 
 from .errors import ZerosegError
+from .eval.coco_metrics import to_coco_results
 from .images import image_to_tensor
 from .inference import InferenceBase
+from .models.loading import text_encoder_spec
+from .models.registry import bundled_weights_path, list_weights
+from .models.zsi.model import load_zsi_model
+from .text import create_text_encoder
 from .text.base import TextEncoder
 
 __all__ = ["Instances", "InstanceSegmenter", "load_instance_model"]
@@ -55,7 +60,6 @@ class Instances:
 
     def to_coco(self, image_id: int, category_ids: list[int] | None = None) -> list[dict[str, Any]]:
         """COCO result dicts (RLE masks); ``category_ids[i]`` is the id of ``labels[i]`` (default i + 1)."""
-        from .eval.coco_metrics import to_coco_results
 
         ids = np.asarray(category_ids if category_ids is not None else range(1, len(self.labels) + 1))
         cats = ids[self.label_ids] if len(self) else np.zeros(0, np.int64)
@@ -134,7 +138,7 @@ class InstanceSegmenter(InferenceBase):
         for out in outputs:
             keep = out["scores"] >= score_threshold
             if nms_across_labels:
-                from torchvision.ops import nms
+                from torchvision.ops import nms  # heavy
 
                 survivors = torch.zeros_like(keep)
                 survivors[nms(out["boxes"], out["scores"], float(nms_across_labels))] = True
@@ -153,10 +157,6 @@ class InstanceSegmenter(InferenceBase):
 def load_instance_model(source: str | Path = "default-instances", device: str = "cpu",
                         text_encoder: TextEncoder | str | None = None) -> InstanceSegmenter:
     """A ready ``InstanceSegmenter`` from a registered name with bundled weights or a zeroseg file."""
-    from .models.loading import text_encoder_spec
-    from .models.registry import bundled_weights_path, list_weights
-    from .models.zsi.model import load_zsi_model
-    from .text import create_text_encoder
 
     path = bundled_weights_path(str(source), "zsi")
     if path is None:

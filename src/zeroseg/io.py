@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import os
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +54,6 @@ def save_image_atomic(image, path: str | Path, **kwargs) -> None:
 
 def encode_image(image, suffix: str = ".png", **kwargs) -> bytes:
     """A PIL image as file bytes (format from ``suffix``): hashed and written in one step."""
-    import io
 
     buffer = io.BytesIO()
     image.save(buffer, format=_format_for(Path(f"x{suffix}")), **kwargs)
@@ -59,7 +61,6 @@ def encode_image(image, suffix: str = ".png", **kwargs) -> bytes:
 
 
 def sha256_hex(data: bytes) -> str:
-    import hashlib
 
     return hashlib.sha256(data).hexdigest()
 
@@ -73,7 +74,7 @@ def load_image(path: str | Path, max_pixels: int | None = MAX_INPUT_PIXELS, upri
     (more than ``max_pixels``, read off the header before decoding; None: no limit) is a
     ZerosegError. ``upright``: apply the EXIF orientation (a phone's rotated JPEG comes out as
     it is shown); datasets keep the stored pixel layout, which their masks are drawn on."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError  # heavy
 
     path = Path(path)
     if not path.exists():
@@ -151,7 +152,6 @@ def output_stems(paths: list[Path]) -> list[str]:
     input order. So ``a.jpg``, ``a.png`` and ``a_1.png`` give ``a.jpg``, ``a.png`` and ``a_1``:
     no output ever overwrites another input's.
     """
-    from collections import Counter
 
     stems = Counter(p.stem.lower() for p in paths)
     names: list[str] = []

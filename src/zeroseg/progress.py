@@ -85,7 +85,7 @@ def progress(iterable: Iterable | None = None, *, disable: bool = False, file: T
     if disable:
         return iterable if iterable is not None else _NullProgress()
     if getattr(file, "isatty", lambda: False)():
-        from tqdm import tqdm
+        from tqdm import tqdm  # heavy
 
         return tqdm(iterable, file=file, **kwargs)
     return LineProgress(iterable, file=file, **kwargs)

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .io import encode_image, sha256_hex, write_bytes_atomic
+
 # Hand-picked distinct colours first; more are spread around the hue circle.
 _BASE = [
     (64, 64, 64), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
@@ -89,7 +91,6 @@ def overlay(image: np.ndarray, label_map: np.ndarray, labels: list[str], alpha: 
 def _write_images(images: dict, paths: dict) -> dict:
     """Write each PIL image atomically; {key: {"name", "sha256"}} for the record (``--resume``
     checks these, so a file replaced by another run never passes for this one's)."""
-    from .io import encode_image, sha256_hex, write_bytes_atomic
 
     files = {}
     for key, image in images.items():
@@ -106,7 +107,6 @@ def write_segmentation(seg, image: np.ndarray, out_dir: str | Path, stem: str, e
     images are complete. It holds no timings: the same input gives the same bytes (timings are in
     the run's ``manifest.jsonl``).
     """
-    from .io import write_bytes_atomic
 
     out_dir = Path(out_dir)
     paths = {"mask": out_dir / f"{stem}.png", "overlay": out_dir / f"{stem}_overlay.png",
@@ -155,7 +155,6 @@ def write_instances(instances, image: np.ndarray, out_dir: str | Path, stem: str
                     extra: dict | None = None) -> dict:
     """Write ``<stem>_instances.png`` and then ``<stem>_instances.json`` (COCO results + categories,
     the overlay's SHA-256; no timings), each atomically."""
-    from .io import write_bytes_atomic
 
     out_dir = Path(out_dir)
     paths = {"json": out_dir / f"{stem}_instances.json", "overlay": out_dir / f"{stem}_instances.png"}

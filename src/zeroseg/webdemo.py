@@ -74,7 +74,7 @@ def import_gradio():
     """gradio, with analytics off; a missing install is one ZerosegError line (exit code 2)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # read by gradio at import and in Blocks()
     try:
-        import gradio
+        import gradio  # startup
     except ImportError:
         raise ZerosegError(f"the web demo needs gradio, an optional dependency: {INSTALL_HINT}") from None
     return gradio
@@ -105,7 +105,7 @@ class Models:
         return getattr(self, slot)
 
     def semantic(self, templates: tuple[str, ...] = ()) -> Segmenter:
-        from .api import load_model
+        from .api import load_model  # startup
 
         with self._lock:
             self._loaded("_semantic", self.semantic_source, lambda s: load_model(s, device=self.device))
@@ -120,7 +120,7 @@ class Models:
 
     @staticmethod
     def _with_templates(base: Segmenter, templates: tuple[str, ...]) -> Segmenter:
-        from .text.base import CachedTextEncoder
+        from .text.base import CachedTextEncoder  # startup
 
         # copies, not base.set_templates(): the shared segmenter keeps its own templates and cache
         inner = copy.copy(base.text_encoder.inner)
@@ -130,7 +130,7 @@ class Models:
         return view
 
     def instances(self) -> InstanceSegmenter:
-        from .instance_segmenter import load_instance_model
+        from .instance_segmenter import load_instance_model  # startup
 
         with self._lock:
             return self._loaded("_instances", self.instances_source,
@@ -180,7 +180,7 @@ def _error(e: BaseException, path: str | None) -> str:
 
 def _read_input(path: str | None, labels_text: str, max_pixels: int):
     """Labels checked first (cheap), then the image: (uint8 [H, W, 3], labels)."""
-    from .io import check_label_count, load_image, parse_labels
+    from .io import check_label_count, load_image, parse_labels  # startup
 
     labels = parse_labels(labels_text or "")
     check_label_count(labels)
@@ -198,13 +198,13 @@ class DemoHandlers:
     def segment(self, path: str | None, labels_text: str, short_side: float | None, multiscale: bool,
                 flip: bool, spectral: bool, templates_text: str):
         """-> (overlay path, {label: fraction}, [downloads], status markdown)."""
-        from .viz import write_segmentation
+        from .viz import write_segmentation  # startup
 
         try:
             image, labels = _read_input(path, labels_text, self.max_pixels)
             templates = tuple(t.strip() for t in (templates_text or "").splitlines() if t.strip())
             segmenter = self.models.semantic(templates)
-            from .api import MULTISCALE  # torch: loaded with the model by now
+            from .api import MULTISCALE  # startup: torch, loaded with the model by now
 
             options: dict[str, Any] = dict(scales=MULTISCALE if multiscale else (1.0,), flip=bool(flip))
             if short_side is not None:
@@ -227,7 +227,7 @@ class DemoHandlers:
 
     def detect(self, path: str | None, labels_text: str, score_threshold: float, max_detections: float):
         """-> (overlay path, detections markdown, [downloads], status markdown)."""
-        from .viz import write_instances
+        from .viz import write_instances  # startup
 
         try:
             image, labels = _read_input(path, labels_text, self.max_pixels)

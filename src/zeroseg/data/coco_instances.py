@@ -31,8 +31,10 @@ import numpy as np
 
 from ..errors import ZerosegError
 from ..io import write_bytes_atomic
+from ..progress import progress as tqdm
 from .dataset import FORMAT as DATASET_FORMAT
 from .dataset import IGNORE_INDEX, OTHER, DatasetIndex
+from .masks import encode_mask
 
 __all__ = [
     "FORMAT",
@@ -72,7 +74,6 @@ def instances_from_label_map(label_map: np.ndarray) -> list[tuple[int, np.ndarra
 
 def mask_annotation(category_id: int, mask: np.ndarray) -> dict[str, Any]:
     """A COCO annotation (no "id"/"image_id") of one non-empty bool instance mask."""
-    from .masks import encode_mask
 
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     x, y = int(cols[0]), int(rows[0])
@@ -121,7 +122,6 @@ def coco_from_records(split: str, classes: Sequence[str], seen: Sequence[str], u
 
 
 def _coco_for(index: DatasetIndex, split: str, progress: bool) -> dict[str, Any]:
-    from ..progress import progress as tqdm
 
     entries = index.entries(split)
 

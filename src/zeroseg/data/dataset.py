@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import ZerosegError
 
 FORMAT = "zeroseg-synth/1"
+from ..io import load_image
 from ..labels import IGNORE_INDEX, OTHER  # noqa: F401  (re-exported: the dataset API names them)
 
 LAYOUT = "DIR/index.json and DIR/{train,val,test}/{images,masks}/<id>.png"
@@ -87,7 +88,7 @@ class DatasetIndex:
 
     def load_mask(self, entry: dict) -> np.ndarray:
         """Ground truth int64 [H, W]: indices into ``classes`` (``IGNORE_INDEX`` allowed)."""
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, UnidentifiedImageError  # heavy
 
         path = self.root / entry["mask"]
         if not path.is_file():
@@ -106,7 +107,6 @@ class DatasetIndex:
 
     def load(self, entry: dict) -> tuple[np.ndarray, np.ndarray]:
         """(image uint8 [H, W, 3], ground truth int64 [H, W])."""
-        from ..io import load_image
 
         image = load_image(self.root / entry["image"])
         mask = self.load_mask(entry)

@@ -27,7 +27,7 @@ def as_numpy(x: Any) -> np.ndarray:
 
 def encode_masks(masks: np.ndarray) -> list[dict[str, Any]]:
     """Compressed RLEs of bool/0-1 masks [N, H, W], counts as str."""
-    from pycocotools import mask as mask_utils
+    from pycocotools import mask as mask_utils  # heavy
 
     if masks.ndim != 3:
         raise ZerosegError(f"masks must be [N, H, W], got shape {tuple(masks.shape)}")
@@ -49,7 +49,7 @@ def encode_mask(mask: np.ndarray) -> dict[str, Any]:
 
 def decode_mask(rle: dict[str, Any]) -> np.ndarray:
     """A COCO RLE (compressed, counts str or bytes, or uncompressed, counts a list) -> bool [H, W]."""
-    from pycocotools import mask as mask_utils
+    from pycocotools import mask as mask_utils  # heavy
 
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
         raise ZerosegError("an RLE mask must be a dict with 'size' and 'counts'")

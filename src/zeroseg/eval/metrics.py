@@ -177,7 +177,7 @@ class BoundaryFScore:
         self.pred_hits = self.pred_total = self.true_hits = self.true_total = 0
 
     def update(self, pred: np.ndarray, target: np.ndarray) -> None:
-        from scipy.ndimage import binary_dilation
+        from scipy.ndimage import binary_dilation  # heavy
 
         pred, target = np.asarray(pred), np.asarray(target)
         if pred.shape != target.shape or pred.ndim != 2:

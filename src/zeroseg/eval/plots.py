@@ -15,6 +15,7 @@ import numpy as np
 
 from ..io import atomic_path
 from ..labels import IGNORE_INDEX
+from ..viz import palette as viz_palette
 
 SEEN_COLOUR = "#4C72B0"
 UNSEEN_COLOUR = "#DD8452"
@@ -24,18 +25,17 @@ IGNORE_RGB = np.array([0, 0, 0], dtype=np.uint8)  # ignored ground-truth pixels 
 
 def palette(n: int) -> np.ndarray:
     """The colours shared with the rest of zeroseg (``zeroseg.viz.palette``): uint8 [n, 3]."""
-    from ..viz import palette as viz_palette
 
     return viz_palette(n)
 
 
 def _figure(width: float, height: float):
-    import matplotlib
+    import matplotlib  # optional
 
     if "matplotlib.pyplot" not in sys.modules:  # headless default; never override a user's pyplot backend
         matplotlib.use("Agg")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # optional
+    from matplotlib.figure import Figure  # optional
 
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
@@ -56,7 +56,7 @@ def bar_chart_iou(per_class: Mapping[str, float | None], seen: set[str] | Sequen
     Classes in neither ``seen`` nor ``unseen`` (e.g. "other") are grey; when ``unseen`` is None
     every class not in ``seen`` counts as unseen except "other".
     """
-    from matplotlib.patches import Patch
+    from matplotlib.patches import Patch  # optional
 
     seen = set(seen)
     names = list(per_class)
@@ -117,7 +117,7 @@ def colourize(image: np.ndarray, label_map: np.ndarray, colours: np.ndarray, ign
 def qualitative_grid(samples: Sequence[QualitativeSample], class_names: Sequence[str], path: str | Path,
                      title: str = "", ignore_index: int = IGNORE_INDEX) -> Path:
     """A grid with one row per sample: image | ground truth | prediction, each row with its legend."""
-    from matplotlib.patches import Patch
+    from matplotlib.patches import Patch  # optional
 
     if not samples:
         raise ValueError("no samples to draw")

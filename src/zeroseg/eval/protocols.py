@@ -23,7 +23,10 @@ import numpy as np
 
 from ..data.dataset import IGNORE_INDEX, OTHER, SynthDataset
 from ..errors import ZerosegError
+from ..io import ensure_writable_dir, write_bytes_atomic
+from ..progress import progress as tqdm
 from .metrics import BoundaryFScore, ConfusionMatrix, EpisodeMeter, harmonic_mean
+from .plots import QualitativeSample, bar_chart_iou, qualitative_grid
 
 PROTOCOLS = ("fixed", "gzs", "episode")
 TEXT_CONTROLS = ("shuffle",)
@@ -149,7 +152,6 @@ def evaluate(segmenter: Any, data_dir: str | Path, protocol: str, out_dir: str |
     predictions; names the label set lacks are ignored. With ``out_dir``, writes
     ``metrics.json``, ``per_class_iou.png`` and ``qualitative.png``.
     """
-    from ..progress import progress as tqdm
 
     if protocol not in PROTOCOLS:
         raise ZerosegError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
@@ -164,7 +166,6 @@ def evaluate(segmenter: Any, data_dir: str | Path, protocol: str, out_dir: str |
         raise ZerosegError(f"dataset {data.root} has no unseen classes to evaluate")
     name_map = shuffled_names(data.unseen, seed) if text_control == "shuffle" else {}
     if out_dir is not None:
-        from ..io import ensure_writable_dir
 
         out_dir = ensure_writable_dir(out_dir)
 
@@ -257,7 +258,6 @@ def evaluate(segmenter: Any, data_dir: str | Path, protocol: str, out_dir: str |
 
 
 def _sample(image: np.ndarray, target: np.ndarray, pred: np.ndarray, title: str):
-    from .plots import QualitativeSample
 
     return QualitativeSample(image=image, target=target, prediction=pred, title=title)
 
@@ -292,8 +292,6 @@ def _episode_results(meter: EpisodeMeter, data: SynthDataset, seen_ids: list[int
 
 
 def _write_outputs(result: dict, data: SynthDataset, out_dir: Path, examples: list) -> None:
-    from ..io import write_bytes_atomic
-    from .plots import bar_chart_iou, qualitative_grid
 
     head = result["headline"]
     value = "n/a" if head["value"] is None else f"{head['value']:.1f}"

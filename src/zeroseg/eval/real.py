@@ -52,8 +52,11 @@ from typing import Any
 
 import numpy as np
 
+from ..data.datasets import DATASETS, open_dataset
 from ..errors import ZerosegError
+from ..io import ensure_writable_dir, write_bytes_atomic
 from ..labels import IGNORE_INDEX
+from ..progress import progress as tqdm
 from .metrics import ConfusionMatrix, EpisodeMeter
 from .published import format_real_summary, load_published, published_for, published_table_markdown  # noqa: F401
 
@@ -127,10 +130,6 @@ def sample_episodes(pairs: Sequence[tuple[int, int]], n: int = 1000, seed: int =
 # -- datasets ----------------------------------------------------------------------------------
 def _layout(name: str) -> str:
     """The expected folder layout of dataset ``name`` (from its loader), or '' if unknown."""
-    try:
-        from ..data.datasets import DATASETS
-    except ImportError:
-        return ""
     entry = DATASETS.get(name) if isinstance(DATASETS, Mapping) else None
     return str(getattr(entry, "layout", "") or "")
 
@@ -153,17 +152,15 @@ def open_real_dataset(name: str, root: str | Path, fold: int | None = None, spli
         layout = _layout(name)
         raise ZerosegError(f"{name}: dataset folder not found: {root}"
                            + (f"; expected layout: {layout}" if layout else ""))
-    from ..data.datasets import open_dataset
-
     kwargs = {"convention": convention} if convention is not None else {}
     return open_dataset(name, root, fold=fold, split=split, **kwargs)
 
 
 def _square(image: np.ndarray, label: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """HSNet's test transform: image -> size x size (PIL bilinear), label map -> same grid (torch nearest)."""
-    import torch
-    import torch.nn.functional as F
-    from PIL import Image
+    import torch  # heavy
+    import torch.nn.functional as F  # heavy
+    from PIL import Image  # heavy
 
     img = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((size, size), Image.BILINEAR))
     # float32 holds every label value (<= 255) exactly; nearest indexing is torch's, as in HSNet
@@ -219,8 +216,6 @@ def evaluate_episodes(segmenter: Any, ds: Any, n_episodes: int = 1000, seed: int
     word for "not the class" (default: the dataset's class 0, "others" with LSeg's names).
     Scores are percentages; ``published`` lists the published numbers for this dataset and fold.
     """
-    from ..progress import progress as tqdm
-
     if resize not in RESIZE_MODES:
         raise ZerosegError(f"unknown resize mode {resize!r}; choose one of {', '.join(RESIZE_MODES)}")
     if resize == "square" and not short_side:
@@ -278,8 +273,6 @@ def evaluate_fixed(segmenter: Any, ds: Any, scales: Sequence[float] = ADE_SCALES
     ground truth is left out of the mean (the official metric would count it as 0; over the
     whole ADE20K validation set every class occurs, so the two agree there).
     """
-    from ..progress import progress as tqdm
-
     if (short_side is None) == (long_side is None):
         raise ZerosegError("give exactly one of short_side and long_side")
     if max_images is not None and max_images < 1:
@@ -388,8 +381,6 @@ def evaluate_dataset(name: str, root: str | Path, load_segmenter: Callable[[int 
 
 def write_result(result: Mapping[str, Any], out_dir: str | Path) -> Path:
     """Write ``result`` to ``out_dir/metrics.json`` atomically; returns the path."""
-    from ..io import ensure_writable_dir, write_bytes_atomic
-
     path = ensure_writable_dir(out_dir) / "metrics.json"
     write_bytes_atomic(path, (json.dumps(result, indent=2) + "\n").encode())
     return path

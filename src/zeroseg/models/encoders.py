@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dpt import Reassemble
+from .pretrained import load_backbone_weights
 
 LEVEL_STRIDES = (4, 8, 16, 32)
 
@@ -101,7 +102,7 @@ class TimmConvEncoder(nn.Module):
 
     def __init__(self, name: str, pretrained: str | None = None, **kwargs):
         super().__init__()
-        import timm
+        import timm  # heavy
 
         probe = timm.create_model(name, pretrained=False, features_only=True, **kwargs)
         reductions = probe.feature_info.reduction()
@@ -115,7 +116,6 @@ class TimmConvEncoder(nn.Module):
         self.widths = list(self.backbone.feature_info.channels())
         self.stride = 32
         if pretrained:
-            from .pretrained import load_backbone_weights
 
             load_backbone_weights(self, name, pretrained)
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import ZerosegError
+from ..text import create_text_encoder
 from . import weight_io
 from .lseg import LSegConfig, LSegNet
 from .registry import OFFICIAL_BACKBONES, get_config
@@ -128,7 +129,7 @@ def _finish(module: nn.Module) -> nn.Module:
 
 
 def _text_encoder_from_weights(text_sd: dict[str, torch.Tensor], name: str):
-    from ..text.clip import (
+    from ..text.clip import (  # optional: open_clip
         ClipTextEncoder,
         build_text_tower,
         tower_config_from_state_dict,
@@ -211,7 +212,6 @@ def load_safetensors_model(path: str | Path, with_text: bool = True):
     elif text_sd:
         text = _text_encoder_from_weights(text_sd, cfg.text_encoder)
     else:
-        from ..text import create_text_encoder
 
         extra = weight_io.metadata_json(meta, "extra", path, {})
         text = create_text_encoder(text_encoder_spec(cfg.text_encoder, extra), cache=False)

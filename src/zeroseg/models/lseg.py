@@ -71,14 +71,14 @@ def _check_types(d: dict) -> None:
 
 def build_image_encoder(cfg: LSegConfig) -> nn.Module:
     if cfg.encoder == "vit":
-        import timm
+        import timm  # heavy
 
         vit = timm.create_model(cfg.backbone, pretrained=False, **cfg.backbone_kwargs)
         hooks = cfg.hooks or _spread_hooks(len(vit.blocks))
         widths = cfg.widths or [vit.embed_dim // 8, vit.embed_dim // 4, vit.embed_dim // 2, vit.embed_dim]
         return ViTEncoder(vit, hooks, widths, cfg.readout)
     if cfg.encoder == "resnet":
-        import torchvision
+        import torchvision  # heavy
 
         return ResNetEncoder(getattr(torchvision.models, cfg.backbone)(weights=None, **cfg.backbone_kwargs))
     if cfg.encoder == "timm":

@@ -98,7 +98,7 @@ def backbone_state_dict(backbone: str, pretrained: str) -> dict[str, torch.Tenso
     ``pretrained``: a tag of a registered source (``imagenet``) or the path of a local file
     (timm names, or any layout the backbone's registered rule converts).
     """
-    import timm
+    import timm  # heavy
 
     reference = timm.create_model(backbone, pretrained=False).state_dict()
     src = next((s for (b, _t), s in PRETRAINED_SOURCES.items() if b == backbone), None)

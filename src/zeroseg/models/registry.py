@@ -6,7 +6,11 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
+from ..errors import ZerosegError
 from .lseg import LSegConfig, LSegNet
+from .pretrained import load_backbone_weights
+from .zsi.model import ZSIConfig, create_zsi_model
+from .zsi.model import _configs as zsi_configs
 
 # Official LSeg backbone names -> zeroseg configuration names.
 OFFICIAL_BACKBONES = {
@@ -29,7 +33,6 @@ def _configs() -> dict[str, dict]:
 
 
 def _zsi_names() -> list[str]:
-    from .zsi.model import _configs as zsi_configs
 
     return sorted(zsi_configs())
 
@@ -56,7 +59,6 @@ def model_family(name: str) -> str | None:
 
 
 def get_config(name: str, **overrides) -> LSegConfig:
-    from ..errors import ZerosegError
 
     if name not in _configs():
         raise ZerosegError(f"unknown model configuration {name!r}; known: {', '.join(sorted(_configs()))}")
@@ -71,8 +73,6 @@ def create_model(name_or_config, pretrained_backbone: str | None = None, **overr
     Randomly initialised except, with ``pretrained_backbone`` (a tag such as ``imagenet`` or a
     local weights file, see ``zeroseg.models.pretrained``), the image encoder / detector backbone.
     """
-    from ..errors import ZerosegError
-    from .zsi.model import ZSIConfig, create_zsi_model
 
     if isinstance(name_or_config, str) and model_family(name_or_config) is None:
         raise ZerosegError(f"unknown model configuration {name_or_config!r}; known: {', '.join(list_models())}")
@@ -91,8 +91,6 @@ def create_model(name_or_config, pretrained_backbone: str | None = None, **overr
         cfg = LSegConfig.from_dict({**name_or_config.to_dict(), **overrides})
     model = LSegNet(cfg)
     if pretrained_backbone:
-        from ..errors import ZerosegError
-        from .pretrained import load_backbone_weights
 
         if cfg.encoder != "timm":
             raise ZerosegError(f"pretrained_backbone needs a timm convnet encoder; {cfg.backbone!r} is {cfg.encoder!r}")

@@ -35,7 +35,7 @@ def one_line(e: BaseException, limit: int = 160) -> str:
 # -- safetensors -------------------------------------------------------------------------------
 def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
     """The file's string metadata ({} if none), reading only its header."""
-    from safetensors import safe_open
+    from safetensors import safe_open  # heavy
 
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -46,7 +46,7 @@ def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
 
 def read_safetensors(path: str | Path, prefix: str | None = None) -> dict[str, torch.Tensor]:
     """All tensors (or those whose key starts with ``prefix``, with the prefix removed)."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file  # heavy
 
     try:
         tensors = load_file(str(path), device="cpu")
@@ -59,7 +59,7 @@ def read_safetensors(path: str | Path, prefix: str | None = None) -> dict[str, t
 
 def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     """Write tensors + metadata atomically (tensors made contiguous, on the CPU)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # heavy
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:

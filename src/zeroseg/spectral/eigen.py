@@ -82,7 +82,7 @@ def _finish(mu: np.ndarray, u: np.ndarray, dinv: np.ndarray, k: int,
 @functools.cache
 def _blas_controller():
     """Scanning the loaded libraries costs ~1.5 ms: do it once, after scipy's BLAS is loaded."""
-    from threadpoolctl import ThreadpoolController
+    from threadpoolctl import ThreadpoolController  # optional
 
     return ThreadpoolController()
 
@@ -121,7 +121,7 @@ def spectral_eigs(w: Graph, k: int = 5, shape: tuple[int, int] | None = None, *,
     e.g. the last video frame) seeds either solver (ARPACK starts from its span). Graphs under
     ``DENSE_BELOW`` nodes are solved densely.
     """
-    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh, lobpcg
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh, lobpcg  # heavy
 
     n = w.shape[0]
     if not 1 <= k < n - 1:

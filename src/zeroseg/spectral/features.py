@@ -25,6 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ZerosegError
+from ..io import load_image
+from ..models.encoders import TimmConvEncoder
+from ..models.weight_io import read_state_dict_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # DINO's normalization
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -38,7 +41,6 @@ NESTED_KEYS = ("teacher", "state_dict", "model", "student", "module")
 def image_tensor(image: Any) -> torch.Tensor:
     """A path, PIL image, uint8 array [H, W, 3] or tensor [3, H, W] -> float RGB [3, H, W] in [0, 1]."""
     if isinstance(image, (str, Path)):
-        from ..io import load_image
 
         image = load_image(image)
     if hasattr(image, "convert"):  # PIL
@@ -148,7 +150,6 @@ class ImageNetFeatures:
 
     def __init__(self, backbone: str = "efficientnet_lite0", stages: tuple[int, ...] = (1, 2),
                  short_side: int = 320, pretrained: str = "imagenet"):
-        from ..models.encoders import TimmConvEncoder
 
         if not stages or any(s not in (0, 1, 2, 3) for s in stages):
             raise ZerosegError(f"stages must be among 0..3 (strides 4, 8, 16, 32), got {stages}")
@@ -191,7 +192,6 @@ def parse_feature_source(spec: str) -> dict:
 
 # -- timm ViT from a local file --------------------------------------------------------------
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    from ..models.weight_io import read_state_dict_file
 
     obj = read_state_dict_file(path, "ViT weights")
     return _unwrap(obj, path)
@@ -259,15 +259,15 @@ def load_vit(path: str | Path, model_name: str | None = None, *, num_heads: int 
     whose sides are multiples of the patch size (position embeddings are resized on the fly).
     Missing, corrupt or mismatched files raise ``ZerosegError``.
     """
-    import timm
-    from timm.layers import resample_abs_pos_embed
+    import timm  # heavy
+    from timm.layers import resample_abs_pos_embed  # heavy
 
     path = Path(path)
     sd = _read_state_dict(path)
     common = dict(num_classes=0, dynamic_img_size=True)
     try:
         if model_name is None:
-            from timm.models.vision_transformer import VisionTransformer
+            from timm.models.vision_transformer import VisionTransformer  # heavy
 
             model = VisionTransformer(**{**_infer_vit_kwargs(sd, num_heads, path), **common, **timm_kwargs})
         else:

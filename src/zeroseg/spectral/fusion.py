@@ -17,6 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ZerosegError
+from .eigen import eigen_segments
+
 FUSION_METHODS = ("select", "pool")
 
 
@@ -104,8 +107,6 @@ def spectral_refine(segmenter: Any, image: np.ndarray, probs: np.ndarray, *, sho
     per segmenter) or any callable image -> [C, h, w] (e.g. a local DINO ViT via ``load_vit``).
     ``ground_truth`` (label-set indices) switches to the oracle and exists for evaluation only.
     """
-    from ..errors import ZerosegError
-    from .eigen import eigen_segments
 
     if method not in FUSION_METHODS:
         raise ZerosegError(f"unknown fusion method {method!r}; expected one of {', '.join(FUSION_METHODS)}")

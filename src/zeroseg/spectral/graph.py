@@ -91,7 +91,7 @@ def color_affinity(image: Any, shape: tuple[int, int], knn: int = DEFAULT_COLOR_
     those edges weight 1, ``"gaussian"`` exp(-d^2 / 2 sigma^2) with sigma the median neighbour distance.
     Symmetrized as the feature graph.
     """
-    from scipy.spatial import cKDTree
+    from scipy.spatial import cKDTree  # heavy
 
     pts = color_position_points(image, shape, space=space, position_weight=position_weight)
     n = pts.shape[0]

@@ -1,22 +1,22 @@
 """Text encoders: ``clip:<name>[@file]``, ``minilm``, ``wordvec:<path>``; all share ``TextEncoder``."""
 from __future__ import annotations
 
+from ..errors import ZerosegError
 from .base import CachedTextEncoder, TextEncoder
+from .random import RandomTextEncoder
 
 __all__ = ["TextEncoder", "CachedTextEncoder", "create_text_encoder"]
 
 
 def create_text_encoder(spec: str, templates: list[str] | None = None, cache: bool = True) -> TextEncoder:
     """Build a text encoder from its spec string (weights never come from a network)."""
-    from ..errors import ZerosegError
-
     kind, _, arg = spec.partition(":")
     if kind == "minilm":
-        from .minilm import MiniLMEncoder
+        from .minilm import MiniLMEncoder  # optional: sentence-transformers
 
         enc: TextEncoder = MiniLMEncoder(templates)
     elif kind == "wordvec":
-        from .wordvec import WordVectorEncoder
+        from .wordvec import WordVectorEncoder  # optional: parquet reader
 
         enc = WordVectorEncoder(arg, templates)
     elif kind == "clip":
@@ -25,12 +25,10 @@ def create_text_encoder(spec: str, templates: list[str] | None = None, cache: bo
             raise ZerosegError(
                 f"text encoder {spec!r} needs local weights: use clip:{name}@/path/to/open_clip_weights "
                 "(zeroseg never downloads), or load a checkpoint that carries its CLIP text tower")
-        from .clip import load_open_clip
+        from .clip import load_open_clip  # optional: open_clip
 
         enc = load_open_clip(name, weights, templates)
     elif kind == "random":  # test/debug only: vectors without meaning
-        from .random import RandomTextEncoder
-
         try:
             enc = RandomTextEncoder(int(arg))
         except ValueError:

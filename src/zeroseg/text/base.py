@@ -1,10 +1,13 @@
 """The interface every text encoder shares: ``encode(labels) -> [C, dim]``, L2-normalized."""
 from __future__ import annotations
 
+import string
 from abc import ABC, abstractmethod
 
 import torch
 import torch.nn.functional as F
+
+from ..errors import ZerosegError
 
 
 class TextEncoder(ABC):
@@ -22,9 +25,7 @@ class TextEncoder(ABC):
 
     @staticmethod
     def checked_templates(templates: list[str] | None) -> list[str]:
-        import string
 
-        from ..errors import ZerosegError
 
         templates = list(templates) if templates else ["{}"]
         for t in templates:

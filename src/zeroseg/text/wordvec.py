@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import ZerosegError
 from .base import TextEncoder
 
 
@@ -15,7 +16,6 @@ class WordVectorEncoder(TextEncoder):
 
     def __init__(self, path: str, templates: list[str] | None = None):
         super().__init__(templates)
-        from ..errors import ZerosegError
 
         self.path = Path(path)
         if not self.path.is_file():
@@ -25,7 +25,6 @@ class WordVectorEncoder(TextEncoder):
         self.dim = self._read_dim()
 
     def _read_dim(self) -> int:
-        from ..errors import ZerosegError
 
         with open(self.path, encoding="utf-8", errors="replace") as f:
             first = f.readline().split()
@@ -55,7 +54,6 @@ class WordVectorEncoder(TextEncoder):
                             break
 
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
-        from ..errors import ZerosegError
 
         split = [self.words(t) for t in texts]
         self._load({w for ws in split for w in ws})

@@ -10,7 +10,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m zeroseg.train ...`` is ``zeroseg train ...`` (one place handles user errors)."""
-    from ..cli import main as cli_main  # entry point: the CLI sits above the training layer
+    from ..cli import main as cli_main  # startup: the CLI sits above the training layer
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--instances"]:  # torchrun -m zeroseg.train --instances ...

@@ -7,6 +7,9 @@ import argparse
 import json
 import os
 
+from .engine import load_config, read_state, train
+from .instance_trainer import load_instance_config, train_instances
+
 EPILOG = """\
 overrides: key=value pairs, values parsed as YAML, nested keys with dots, e.g.
   data=runs/synth epochs=20 lr=1e-3 model_overrides.features=32 text_encoder=minilm
@@ -32,9 +35,8 @@ def build_parser(prog: str = "zeroseg train") -> argparse.ArgumentParser:
 
 def _resolve_and_train(args: argparse.Namespace, load, train, overrides: list[str]) -> int:
     """Config from defaults <- resumed run <- --config <- overrides; print it or train with it."""
-    import yaml
+    import yaml  # startup
 
-    from .engine import read_state
 
     base = read_state(args.resume)["config"] if args.resume else None
     cfg = load(args.config, overrides, base=base)
@@ -49,7 +51,6 @@ def _resolve_and_train(args: argparse.Namespace, load, train, overrides: list[st
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the config from parsed arguments and train; raises ZerosegError for user errors."""
-    from .engine import load_config, train
 
     overrides = list(args.overrides)
     if args.edge_loss_weight is not None:
@@ -78,6 +79,5 @@ def build_instances_parser(prog: str = "zeroseg train-instances") -> argparse.Ar
 
 def run_instances(args: argparse.Namespace) -> int:
     """Resolve an instance-training config from parsed arguments and train."""
-    from .instance_trainer import load_instance_config, train_instances
 
     return _resolve_and_train(args, load_instance_config, train_instances, list(args.overrides))

@@ -184,7 +184,7 @@ def apply_style(image: np.ndarray, draw: dict, p: float) -> np.ndarray:
     min filter thickens dark outlines, a max filter thins them): a model that must name objects
     under all of these cannot rely on OpenMoji's exact palette or line weight.
     """
-    from PIL import Image, ImageFilter
+    from PIL import Image, ImageFilter  # heavy
 
     u = draw["u"]
     if u[0] < p:
@@ -203,7 +203,7 @@ def apply_style(image: np.ndarray, draw: dict, p: float) -> np.ndarray:
 
 def _resize_short_side(image: np.ndarray, target: np.ndarray, short: int) -> tuple[np.ndarray, np.ndarray]:
     """Bilinear image (PIL filters with the scale, i.e. antialiased), nearest target."""
-    from PIL import Image
+    from PIL import Image  # heavy
 
     h, w = target.shape
     f = short / min(h, w)

@@ -17,6 +17,8 @@ from torch.utils.data import DataLoader
 from ..errors import ZerosegError
 from ..eval.metrics import iou_from_confusion, mean_iou
 from ..labels import IGNORE_INDEX
+from ..models.loading import load_safetensors_model, save_safetensors
+from ..models.registry import create_model
 from . import losses
 from .config import load_config, resolve_config, validate_config  # noqa: F401  (the training API)
 from .data import AugmentConfig, SeenSegmentationDataset, pad_collate
@@ -67,11 +69,9 @@ class LSegTrainer(Trainer):
                                                           self.with_edges)
 
     def build_model(self) -> nn.Module:
-        from ..models.registry import create_model
 
         cfg = self.cfg
         if cfg["init_from"]:
-            from ..models.loading import load_safetensors_model
 
             model, _text, _ = load_safetensors_model(cfg["init_from"], with_text=False)
             if self.with_edges:
@@ -86,7 +86,6 @@ class LSegTrainer(Trainer):
             raise ZerosegError(f"cannot build model {cfg['model']!r}: {e}") from None
 
     def save_model(self, path: Path, completed_epochs: int, val: float) -> None:
-        from ..models.loading import save_safetensors
 
         extra = {"epoch": completed_epochs, "global_step": self.global_step,
                  "val_seen_miou": None if math.isnan(val) else val, "labels": self.labels,

@@ -11,15 +11,23 @@ images. Unseen classes never reach this module: the seen-only checks of
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..data.coco_instances import mask_annotation
+from ..data.datasets.coco_zsi import CocoZsiInstances, coco_zsi_split
 from ..errors import ZerosegError
+from ..eval.coco_metrics import evaluate_coco, to_coco_results
 from ..images import image_to_tensor
+from ..models.loading import SAFETENSORS_FORMAT
+from ..models.registry import bundled_weights_path
+from ..models.weight_io import read_model_file, read_safetensors
+from ..models.zsi import create_zsi_model, load_zsi_model, save_zsi_model
 from .config import check_common_config, check_held_out_config, load_config
-from .data import SeenSegmentationDataset, _color_jitter, _draw_style, apply_style, sample_rng
+from .data import AugmentConfig, SeenSegmentationDataset, _color_jitter, _draw_style, apply_style, sample_rng
 from .trainer import Trainer
 
 __all__ = ["InstanceTrainer", "SeenInstanceDataset", "instance_collate", "validate_instance_config",
@@ -113,7 +121,6 @@ class InstanceTrainer(Trainer):
     def read_data(self) -> None:
         if self.cfg["dataset"] == "synth":
             return super().read_data()
-        from ..data.datasets.coco_zsi import coco_zsi_split
 
         split = coco_zsi_split(str(self.cfg["coco_split"]))
         self.index = None
@@ -122,7 +129,6 @@ class InstanceTrainer(Trainer):
         self.labels = ["background"] + self.seen  # row 0 is the model's own background embedding
 
     def setup_task(self) -> None:
-        from .data import AugmentConfig
 
         cfg = self.cfg
         self.with_edges = False
@@ -132,7 +138,6 @@ class InstanceTrainer(Trainer):
             self.module.set_word_background(self.text_encoder.encode(["background"])[0])
         seed = int(cfg["seed"])
         if cfg["dataset"] == "coco_zsi":  # seen classes only; images showing an unseen class are dropped
-            from ..data.datasets.coco_zsi import CocoZsiInstances
 
             split = str(cfg["coco_split"])
             self.train_ds = CocoZsiInstances(cfg["data"], "train", split, "seen", hflip=bool(cfg["hflip"]), seed=seed)
@@ -147,7 +152,6 @@ class InstanceTrainer(Trainer):
         self.collate_fn = instance_collate
 
     def build_model(self) -> nn.Module:
-        from ..models.zsi import create_zsi_model, load_zsi_model
 
         cfg = self.cfg
         if cfg["init_from"]:
@@ -192,7 +196,6 @@ class InstanceTrainer(Trainer):
         return float(self.dist.all_reduce_sum(score))
 
     def save_model(self, path, completed_epochs: int, val: float) -> None:
-        from ..models.zsi import save_zsi_model
 
         extra = {"epoch": completed_epochs, "global_step": self.global_step,
                  self.METRIC: None if math.isnan(val) else val, "labels": self.labels[1:],
@@ -207,8 +210,6 @@ def seen_mask_ap50(model: nn.Module, text: torch.Tensor, dataset, n_images: int)
 
     The labels are the dataset's seen classes (``text`` rows); the ground truth is the targets.
     """
-    from ..data.coco_instances import mask_annotation
-    from ..eval.coco_metrics import evaluate_coco, to_coco_results
 
     device = next(model.parameters()).device
     images, annotations, results = [], [], []
@@ -233,11 +234,7 @@ def init_backbone_from_lseg(model: nn.Module, source: str) -> int:
     ``source``: "default" (the bundled model) or a zeroseg LSeg .safetensors. Returns the number
     of tensors copied; a backbone that does not match is a clear error.
     """
-    from pathlib import Path
 
-    from ..models.loading import SAFETENSORS_FORMAT
-    from ..models.registry import bundled_weights_path
-    from ..models.weight_io import read_model_file, read_safetensors
 
     path = bundled_weights_path(source) if source == "default" else source
     if path is None or not Path(path).is_file():

@@ -16,6 +16,7 @@ import torch
 
 from ..errors import ZerosegError
 from ..io import atomic_path
+from ..models.weight_io import read_torch_file
 
 __all__ = ["STATE_FORMAT", "LOG_FIELDS", "CsvLog", "read_state", "rng_state", "set_rng_state",
            "remove_stale_temp_files", "write_text_atomic"]
@@ -55,7 +56,6 @@ def read_state(path: str | Path) -> dict:
         p = p / "state.pt"
     if not p.is_file():
         raise ZerosegError(f"no training state to resume at {path} (expected a run directory or its state.pt)")
-    from ..models.weight_io import read_torch_file
 
     state = read_torch_file(p, "training state")
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:

@@ -23,6 +23,10 @@ from torch.utils.data import DataLoader
 
 from ..data.dataset import DatasetIndex
 from ..errors import ZerosegError
+from ..io import ensure_writable_dir
+from ..models.weight_io import write_torch_file
+from ..progress import progress
+from ..text import create_text_encoder
 from ..text.random import RandomTextEncoder
 from .config import resolve_config, validate_config
 from .data import EpochShardSampler, calibration_classes, seen_label_set
@@ -45,7 +49,6 @@ __all__ = ["Trainer", "make_text_encoder"]
 def make_text_encoder(spec: str):
     """The text encoder of ``spec`` (``zeroseg.text.create_text_encoder``), uncached: training
     embeds each label set once."""
-    from ..text import create_text_encoder
 
     return create_text_encoder(spec, cache=False)
 
@@ -150,7 +153,6 @@ class Trainer:
         self.read_data()
         self.out = Path(cfg["out"])
         if d.main:
-            from ..io import ensure_writable_dir
 
             ensure_writable_dir(self.out)
             remove_stale_temp_files(self.out)
@@ -174,7 +176,7 @@ class Trainer:
         self.after_to_device()
         self.model: nn.Module = self.module
         if d.distributed:
-            from torch.nn.parallel import DistributedDataParallel
+            from torch.nn.parallel import DistributedDataParallel  # heavy
 
             self.model = DistributedDataParallel(self.module, device_ids=[d.device.index] if pin else None)
         if cfg["optimizer"] == "adamw":
@@ -243,7 +245,6 @@ class Trainer:
     def _save_state(self) -> None:
         if not self.dist.main:
             return
-        from ..models.weight_io import write_torch_file
 
         write_torch_file(self.out / "state.pt", self._state())
 
@@ -316,7 +317,7 @@ class Trainer:
 
     def _say(self, msg: str) -> None:
         if self.dist.main and self.progress:
-            from tqdm import tqdm
+            from tqdm import tqdm  # heavy
 
             tqdm.write(f"zeroseg train: {msg}", file=sys.stderr)
 
@@ -330,7 +331,7 @@ class Trainer:
                          [f if f != "val_seen_miou" else self.METRIC for f in LOG_FIELDS])
             if cfg["tensorboard"]:
                 try:
-                    from torch.utils.tensorboard import SummaryWriter
+                    from torch.utils.tensorboard import SummaryWriter  # optional
 
                     tb = SummaryWriter(str(self.out / "tb"))
                 except ImportError:
@@ -348,7 +349,6 @@ class Trainer:
             self.sampler.set_epoch(self.epoch, self.epoch_step)
             self.train_ds.set_epoch(self.epoch)
             if d.main and self.progress:
-                from ..progress import progress
 
                 bar = self._bar = progress(total=self.steps_per_epoch, initial=self.epoch_step, desc=f"epoch {self.epoch + 1}",
                            unit="step", dynamic_ncols=True, leave=False)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import ZerosegError
+from ...io import load_image
 from ...labels import IGNORE_INDEX as IGNORE  # the datasets API calls it IGNORE
 
 NAME_STYLES = ("lseg", "readable")
@@ -154,7 +155,6 @@ def find_dir(root: Path, candidates: list[str], marker: str) -> Path | None:
 
 def read_image(path: Path, dataset: SegmentationDataset) -> np.ndarray:
     """An RGB image as uint8 [H, W, 3]; errors name the dataset layout."""
-    from ...io import load_image
 
     try:
         return load_image(path)
@@ -167,7 +167,7 @@ def read_index_png(path: Path, dataset: SegmentationDataset) -> np.ndarray:
 
     Colour-coded (RGB) label images are refused: their colours are not class indices.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # heavy
 
     if not path.is_file():
         raise dataset.error(f"annotation not found: {path}")

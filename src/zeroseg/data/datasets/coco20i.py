@@ -173,7 +173,7 @@ class Coco20i(SegmentationDataset):
     def semantic_map(self, index: int) -> np.ndarray:
         """The int64 [H, W] class map of image ``index`` painted from its instance annotations."""
         try:
-            from pycocotools import mask as mask_utils
+            from pycocotools import mask as mask_utils  # heavy
         except ImportError:
             raise ZerosegError("coco20i needs pycocotools to decode COCO masks: pip install pycocotools") from None
 

@@ -26,6 +26,8 @@ import torch
 import torch.utils.data
 
 from ...errors import ZerosegError
+from ...io import load_image
+from ..masks import decode_mask
 from .base import load_data, read_coco_json
 
 SPLITS = ("48_17", "65_15")
@@ -85,11 +87,10 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarra
     Raises ValueError / TypeError / KeyError on malformed input (the caller names the annotation).
     """
     try:
-        from pycocotools import mask as mask_utils
+        from pycocotools import mask as mask_utils  # heavy
     except ImportError:
         raise ZerosegError("decoding COCO masks needs pycocotools: pip install pycocotools") from None
 
-    from ..masks import decode_mask
 
     if isinstance(segmentation, list):
         if not segmentation:
@@ -243,7 +244,6 @@ class CocoZsiInstances(torch.utils.data.Dataset):
 
         Instances are in annotation-id order; those whose mask is empty are left out.
         """
-        from ...io import load_image
 
         i = self._check(i)
         image_id, file_name, h, w = self._images[i]

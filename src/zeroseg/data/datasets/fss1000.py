@@ -96,7 +96,7 @@ class Fss1000(SegmentationDataset):
         return self._images[index].rsplit(".", 1)[0]
 
     def _read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, UnidentifiedImageError  # heavy
 
         rel = self._images[index]
         image = read_image(self.root / rel, self)

@@ -35,6 +35,8 @@ from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from ...errors import ZerosegError
+from ..encoders import TimmConvEncoder
+from ..weight_io import metadata_json, read_model_file, read_safetensors, write_safetensors
 from .heads import SemanticBoxPredictor, SemanticMaskPredictor
 from .roi_heads import ZSIRoIHeads
 from .rpn import BackgroundAwareRPNHead
@@ -88,7 +90,6 @@ class FPNBackbone(nn.Module):
 
     def __init__(self, name: str, out_channels: int, pretrained_file: str | None = None):
         super().__init__()
-        from ..encoders import TimmConvEncoder
 
         self.body = TimmConvEncoder(name, pretrained=pretrained_file)
         self.fpn = FeaturePyramidNetwork(self.body.widths, out_channels, extra_blocks=LastLevelMaxPool())
@@ -186,9 +187,9 @@ class ZSIModel(nn.Module):
 
 def create_plain_maskrcnn(config: ZSIConfig, num_classes: int) -> nn.Module:
     """torchvision's own Mask R-CNN with the same backbone and head sizes (the overhead baseline)."""
-    from torchvision.models.detection import MaskRCNN
-    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-    from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+    from torchvision.models.detection import MaskRCNN  # heavy
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor  # heavy
+    from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor  # heavy
 
     cfg = config
     backbone = FPNBackbone(cfg.backbone, cfg.fpn_channels, cfg.backbone_file)
@@ -235,7 +236,6 @@ def create_zsi_model(name_or_config: str | ZSIConfig | dict, **overrides) -> ZSI
 # ----------------------------------------------------------------------------- files
 def save_zsi_model(path: str | Path, model: ZSIModel, extra: dict | None = None) -> None:
     """Weights + JSON config (and ``extra``, e.g. the seen/unseen split) as one safetensors file."""
-    from ..weight_io import write_safetensors
 
     config = {**model.config.to_dict(), "backbone_file": None}  # weights are inside; no external file
     meta = {"format": SAFETENSORS_FORMAT, "config": json.dumps(config)}
@@ -246,7 +246,6 @@ def save_zsi_model(path: str | Path, model: ZSIModel, extra: dict | None = None)
 
 def load_zsi_model(path: str | Path) -> tuple[ZSIModel, dict]:
     """(model in eval mode, extra metadata) from a file written by ``save_zsi_model``."""
-    from ..weight_io import metadata_json, read_model_file, read_safetensors
 
     path = Path(path)
     config_dict, meta = read_model_file(path, SAFETENSORS_FORMAT, "instance model")

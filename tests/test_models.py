@@ -99,3 +99,29 @@ def test_architectures_and_weights_are_listed_apart():
     assert "zsi_resnet10t_fpn64" in list_models("zsi") and "lseg_vitl16_384" in list_models("lseg")
     with pytest.raises(ZerosegError, match="unknown model configuration"):
         create_model("default")  # weights, not an architecture: load_model("default") loads them
+
+
+def test_public_api_names_resolve():
+    import zeroseg
+
+    for name in zeroseg.__all__:
+        assert getattr(zeroseg, name) is not None, name
+
+
+def test_lseg_and_zsi_files_pick_their_text_encoder_by_one_rule(tmp_path):
+    """A model trained with the test-only random:D encoder is loaded with it, LSeg and ZSI alike."""
+    from zeroseg import load_instance_model, load_model
+    from zeroseg.models.loading import save_safetensors
+    from zeroseg.models.zsi import create_zsi_model, save_zsi_model
+    from zeroseg.text.random import RandomTextEncoder
+
+    lseg = create_model(dict(TINY_CONV, embed_dim=32))
+    save_safetensors(tmp_path / "l.safetensors", lseg, extra={"train_text_encoder": "random:32"})
+    zsi = create_zsi_model("zsi_resnet10t_fpn64", embed_dim=32, fpn_channels=16, representation_size=32,
+                           mask_layers=[16, 16])
+    save_zsi_model(tmp_path / "z.safetensors", zsi, extra={"train_text_encoder": "random:32"})
+    for loaded in (load_model(tmp_path / "l.safetensors"), load_instance_model(tmp_path / "z.safetensors")):
+        inner = loaded.text_encoder.inner
+        assert isinstance(inner, RandomTextEncoder) and inner.dim == 32
+    save_safetensors(tmp_path / "m.safetensors", create_model(dict(TINY_CONV)))  # no extra: the config's (MiniLM)
+    assert type(load_model(tmp_path / "m.safetensors").text_encoder.inner).__name__ == "MiniLMEncoder"

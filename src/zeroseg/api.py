@@ -14,8 +14,6 @@ from .images import image_to_tensor
 from .inference import InferenceBase
 from .models import loading, registry
 from .models.lseg import LSegConfig, LSegNet
-from .spectral.features import ImageNetFeatures, parse_feature_source
-from .spectral.fusion import spectral_refine
 from .text import create_text_encoder
 from .text.base import CachedTextEncoder, TextEncoder
 
@@ -108,6 +106,7 @@ class Segmenter(InferenceBase):
     def spectral_feature_source(self, spec: str):
         """The callable image -> features [C, h, w] for ``spec`` (see ``parse_feature_source``),
         built on first use and kept by this segmenter (a network load costs seconds)."""
+        from .spectral.features import ImageNetFeatures, parse_feature_source  # heavy: scipy
 
         if spec not in self._feature_sources:
             opts = parse_feature_source(spec)
@@ -240,6 +239,7 @@ class Segmenter(InferenceBase):
             label_map = probs.argmax(axis=0).astype(np.int32)
             info: dict = {}
             if refine == "spectral":
+                from .spectral.fusion import spectral_refine  # heavy: scipy
 
                 label_map, info = spectral_refine(self, array, probs, short_side=short_side, **(refine_options or {}))
             results.append(Segmentation(label_map, probs, labels, info=info))

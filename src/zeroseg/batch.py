@@ -68,6 +68,7 @@ class BatchTask(Protocol):
     """What ``run_batch`` needs of a kind of inference (``batch_tasks.SegmentTask``, ``InstanceTask``)."""
 
     name: str
+    labels: list[str]
 
     def outputs(self, out_dir: Path, job: ImageJob) -> dict[str, Path]: ...  # "json" is written last
 
@@ -172,7 +173,6 @@ class _Group:
     def __init__(self, world: int):
         self.dist = None
         if world > 1:
-
             import torch.distributed as dist  # heavy
 
             if not dist.is_initialized():
@@ -232,7 +232,6 @@ def run_batch(task: BatchTask, jobs: list[ImageJob], out_dir: str | Path, *, wor
     """Run ``task`` on this rank's share of ``jobs``; see the module's docstring."""
     from tqdm import tqdm  # heavy
 
-
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     if batch_size < 1:
         raise ZerosegError(f"batch size must be >= 1, got {batch_size}")
@@ -242,10 +241,9 @@ def run_batch(task: BatchTask, jobs: list[ImageJob], out_dir: str | Path, *, wor
     mine = jobs[rank::world]
     summary = BatchSummary()
     part = out_dir / (f".{MANIFEST}.part" if world == 1 else f".manifest.rank{rank}.jsonl.part")
-    labels_of = getattr(task, "labels", [])
 
     def record(job: ImageJob, status: str, outputs: dict, seconds: float = 0.0, error: str | None = None) -> None:
-        line = {"index": job.index, "input": str(job.path), "outputs": outputs, "labels": list(labels_of),
+        line = {"index": job.index, "input": str(job.path), "outputs": outputs, "labels": list(task.labels),
                 "seconds": round(seconds, 4), "status": status}
         if error is not None:
             line["error"] = error
@@ -270,30 +268,24 @@ def run_batch(task: BatchTask, jobs: list[ImageJob], out_dir: str | Path, *, wor
                 todo.append(job)
         load = lambda p: load_image(p, max_pixels=max_input_pixels, upright=True)  # noqa: E731
         bar = progress(total=len(todo), desc=task.name, unit="img", disable=len(todo) < 2, file=stderr)
-        group_jobs: list[ImageJob] = []
-        group_arrays: list[np.ndarray] = []
+        pending: list[tuple[ImageJob, np.ndarray]] = []  # decoded images waiting for one network pass
 
-        def flush() -> None:
-            if not group_jobs:
+        def flush(batch: list[tuple[ImageJob, np.ndarray]]) -> None:
+            if not batch:
                 return
             start = time.perf_counter()
             try:
-                results = task.run(group_arrays)
-            except (ZerosegError, Exception) as e:
-                if len(group_jobs) > 1:  # find which image it was: run them one at a time
-                    pairs = list(zip(group_jobs, group_arrays))
-                    group_jobs.clear(), group_arrays.clear()
-                    for job, array in pairs:
-                        group_jobs.append(job), group_arrays.append(array)
-                        flush()
+                results = task.run([array for _, array in batch])
+            except Exception as e:
+                if len(batch) > 1:  # find which image it was: run them one at a time
+                    for pair in batch:
+                        flush([pair])
                     return
-                message = str(e) if isinstance(e, ZerosegError) else f"{type(e).__name__}: {e}"
-                fail(group_jobs[0], message)
+                fail(batch[0][0], str(e) if isinstance(e, ZerosegError) else f"{type(e).__name__}: {e}")
                 bar.update(1)
-                group_jobs.clear(), group_arrays.clear()
                 return
             seconds = (time.perf_counter() - start) / len(results)
-            for job, array, result in zip(group_jobs, group_arrays, results):
+            for (job, array), result in zip(batch, results):
                 (out_dir / job.stem).parent.mkdir(parents=True, exist_ok=True)
                 try:
                     written = task.write(result, array, out_dir, job)
@@ -304,25 +296,29 @@ def run_batch(task: BatchTask, jobs: list[ImageJob], out_dir: str | Path, *, wor
                 record(job, "ok", written, seconds)
                 tqdm.write(f"{job.path}: {task.describe(result)} -> {next(iter(written.values()))}", file=stdout)
             bar.update(len(results))
-            group_jobs.clear(), group_arrays.clear()
 
         for job, array, error in _decoded(todo, load, workers):
             if error is not None:
                 fail(job, error)
                 bar.update(1)
                 continue
-            if group_arrays and (array.shape != group_arrays[0].shape or len(group_arrays) >= batch_size):
-                flush()
-            group_jobs.append(job), group_arrays.append(array)
-        flush()
+            if pending and (array.shape != pending[0][1].shape or len(pending) >= batch_size):
+                flush(pending)
+                pending = []
+            pending.append((job, array))
+        flush(pending)
         bar.close()
-    summary.manifest = _finish_manifest(part, out_dir, rank, world)
+    # the lines are in memory: the .part file only keeps them through a crash
+    summary.manifest = out_dir / (MANIFEST if world == 1 else f".manifest.rank{rank}.jsonl")
+    write_bytes_atomic(summary.manifest, _sorted_lines(summary.records))
+    part.unlink()
     done, skipped, failed = group.sum([summary.done, summary.skipped, summary.failed])
     group.barrier()  # every rank's manifest part is complete
     if rank == 0:
+        lines = summary.records
         if world > 1:
-            summary.manifest = _merge_parts(out_dir, world)
-        note = task.finish(out_dir, jobs, _read_manifest(out_dir / MANIFEST))
+            summary.manifest, lines = _merge_parts(out_dir, world)
+        note = task.finish(out_dir, jobs, sorted(lines, key=lambda r: r["index"]))
         if note:
             print(note, file=stdout)
     group.close()
@@ -340,26 +336,11 @@ def _read_manifest(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
-def _finish_manifest(part: Path, out_dir: Path, rank: int, world: int) -> Path:
-    """The .part file, sorted, under its final name (in one rename)."""
-    final = out_dir / (MANIFEST if world == 1 else f".manifest.rank{rank}.jsonl")
-    write_bytes_atomic(final, _sorted_lines(_read_manifest(part)))
-    part.unlink()
-    return final
-
-
-def _merge_parts(out_dir: Path, world: int) -> Path:
+def _merge_parts(out_dir: Path, world: int) -> tuple[Path, list[dict]]:
+    """Every rank's manifest part, merged in input order into ``manifest.jsonl`` (parts removed)."""
     parts = [out_dir / f".manifest.rank{r}.jsonl" for r in range(world)]
     lines = [line for p in parts for line in _read_manifest(p)]
     write_bytes_atomic(out_dir / MANIFEST, _sorted_lines(lines))
     for p in parts:
         p.unlink()
-    return out_dir / MANIFEST
-
-
-
-
-
-
-
-
+    return out_dir / MANIFEST, lines

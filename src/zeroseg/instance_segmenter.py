@@ -131,7 +131,7 @@ class InstanceSegmenter(InferenceBase):
         for array in arrays:
             self.check_work(*array.shape[:2])
         start = time.perf_counter()
-        emb = self.embeddings(labels)
+        emb = self.embed(labels)  # labels checked above
         xs = [image_to_tensor(a).to(self.device) for a in arrays]
         outputs = self.model(xs, emb, logit_offsets=self.logit_offsets(labels, seen_labels, calibration)) if xs else []
         results = []

@@ -147,7 +147,6 @@ def instance_ground_truth(data: str | Path | None = None, split: str = "test", c
     evaluation: the synthetic benchmark ``data``'s ``split``, or COCO's ``coco_split`` ("48_17" /
     "65_15") under ``data_root`` (images without a category of the split are dropped)."""
     if data:
-
         gt = read_instances(data, split)
         seen, unseen = category_split(gt)
         return gt, Path(data), seen, unseen

@@ -166,7 +166,6 @@ def evaluate(segmenter: Any, data_dir: str | Path, protocol: str, out_dir: str |
         raise ZerosegError(f"dataset {data.root} has no unseen classes to evaluate")
     name_map = shuffled_names(data.unseen, seed) if text_control == "shuffle" else {}
     if out_dir is not None:
-
         out_dir = ensure_writable_dir(out_dir)
 
     k = len(data.classes)

@@ -116,7 +116,6 @@ class TimmConvEncoder(nn.Module):
         self.widths = list(self.backbone.feature_info.channels())
         self.stride = 32
         if pretrained:
-
             load_backbone_weights(self, name, pretrained)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -212,7 +212,6 @@ def load_safetensors_model(path: str | Path, with_text: bool = True):
     elif text_sd:
         text = _text_encoder_from_weights(text_sd, cfg.text_encoder)
     else:
-
         extra = weight_io.metadata_json(meta, "extra", path, {})
         text = create_text_encoder(text_encoder_spec(cfg.text_encoder, extra), cache=False)
     return _finish(model), text, cfg

@@ -9,8 +9,6 @@ from pathlib import Path
 from ..errors import ZerosegError
 from .lseg import LSegConfig, LSegNet
 from .pretrained import load_backbone_weights
-from .zsi.model import ZSIConfig, create_zsi_model
-from .zsi.model import _configs as zsi_configs
 
 # Official LSeg backbone names -> zeroseg configuration names.
 OFFICIAL_BACKBONES = {
@@ -33,6 +31,7 @@ def _configs() -> dict[str, dict]:
 
 
 def _zsi_names() -> list[str]:
+    from .zsi.model import _configs as zsi_configs  # heavy: torchvision's detection models
 
     return sorted(zsi_configs())
 
@@ -76,6 +75,8 @@ def create_model(name_or_config, pretrained_backbone: str | None = None, **overr
 
     if isinstance(name_or_config, str) and model_family(name_or_config) is None:
         raise ZerosegError(f"unknown model configuration {name_or_config!r}; known: {', '.join(list_models())}")
+    from .zsi.model import ZSIConfig, create_zsi_model  # heavy: torchvision's detection models
+
     is_zsi = isinstance(name_or_config, ZSIConfig) or \
         (isinstance(name_or_config, str) and model_family(name_or_config) == "zsi" and name_or_config not in BUNDLED_WEIGHTS) or \
         (isinstance(name_or_config, dict) and "fpn_channels" in name_or_config)
@@ -91,7 +92,6 @@ def create_model(name_or_config, pretrained_backbone: str | None = None, **overr
         cfg = LSegConfig.from_dict({**name_or_config.to_dict(), **overrides})
     model = LSegNet(cfg)
     if pretrained_backbone:
-
         if cfg.encoder != "timm":
             raise ZerosegError(f"pretrained_backbone needs a timm convnet encoder; {cfg.backbone!r} is {cfg.encoder!r}")
         load_backbone_weights(model.image_encoder, cfg.backbone, pretrained_backbone)

@@ -41,7 +41,6 @@ NESTED_KEYS = ("teacher", "state_dict", "model", "student", "module")
 def image_tensor(image: Any) -> torch.Tensor:
     """A path, PIL image, uint8 array [H, W, 3] or tensor [3, H, W] -> float RGB [3, H, W] in [0, 1]."""
     if isinstance(image, (str, Path)):
-
         image = load_image(image)
     if hasattr(image, "convert"):  # PIL
         image = np.asarray(image.convert("RGB"))

@@ -72,7 +72,6 @@ class LSegTrainer(Trainer):
 
         cfg = self.cfg
         if cfg["init_from"]:
-
             model, _text, _ = load_safetensors_model(cfg["init_from"], with_text=False)
             if self.with_edges:
                 model.add_edge_head()

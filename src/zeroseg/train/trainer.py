@@ -153,7 +153,6 @@ class Trainer:
         self.read_data()
         self.out = Path(cfg["out"])
         if d.main:
-
             ensure_writable_dir(self.out)
             remove_stale_temp_files(self.out)
         self.collate_fn = None
@@ -349,7 +348,6 @@ class Trainer:
             self.sampler.set_epoch(self.epoch, self.epoch_step)
             self.train_ds.set_epoch(self.epoch)
             if d.main and self.progress:
-
                 bar = self._bar = progress(total=self.steps_per_epoch, initial=self.epoch_step, desc=f"epoch {self.epoch + 1}",
                            unit="step", dynamic_ncols=True, leave=False)
             tick = time.perf_counter()

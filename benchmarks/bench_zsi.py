@@ -12,6 +12,11 @@ with the same backbone, FPN, box and mask heads, timed alternately in one run; r
 
   .venv/bin/python benchmarks/bench_zsi.py --data DIR --full runs/zsi_ba/last.safetensors \
       --baseline runs/zsi_plain/last.safetensors [--max-images N]
+
+With several models per arm (one per training seed: ``--full A B --baseline C D``) each is
+evaluated and ``seeds`` summarizes every arm's headline numbers as mean and half-range (half of
+max - min), so the difference between the arms can be judged against run-to-run spread.
+``--name`` chooses the results file (benchmarks/results/<name>.json).
 """
 from __future__ import annotations
 
@@ -95,11 +100,29 @@ def quality(model_path: str, data: str, gt: dict, seen: list, unseen: list, max_
     return rows
 
 
+def headline(rows: dict) -> dict:
+    """The numbers an ablation is judged by, from one model's quality rows."""
+    return {"zsi_unseen_map50": rows["zsi"]["map50"], "zsi_recall100@0.5": rows["zsi"]["recall100"]["0.5"],
+            "gzsi_seen_map50": rows["gzsi"]["seen"]["map50"], "gzsi_unseen_map50": rows["gzsi"]["unseen"]["map50"],
+            "gzsi_hm_map50": rows["gzsi"]["hm"]["map50"]}
+
+
+def spread(per_seed: list[dict]) -> dict:
+    """Mean and half-range of each headline number over seeds."""
+    out = {}
+    for key in per_seed[0]:
+        values = [float(h[key] or 0.0) for h in per_seed]
+        out[key] = {"mean": round(statistics.fmean(values), 4),
+                    "half_range": round((max(values) - min(values)) / 2, 4), "values": values}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", required=True)
-    parser.add_argument("--full", required=True, help="model with BA-RPN + synchronized background")
-    parser.add_argument("--baseline", required=True, help="same recipe without them (ba_rpn=false)")
+    parser.add_argument("--full", required=True, nargs="+", help="model(s) with BA-RPN + synchronized background")
+    parser.add_argument("--baseline", required=True, nargs="+", help="same recipe without them (ba_rpn=false)")
+    parser.add_argument("--name", default="zsi", help="results file name")
     parser.add_argument("--split", default="test")
     parser.add_argument("--max-images", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=15)
@@ -112,19 +135,26 @@ def main() -> None:
     gt = read_instances(args.data, args.split)
     seen, unseen = category_split(gt)
     start = time.perf_counter()
-    results = {
-        "overhead_vs_plain_maskrcnn": overhead(len(seen) + len(unseen), args.repeats),
-        "full_ba_rpn_sync_bg": quality(args.full, args.data, gt, seen, unseen, args.max_images, True,
-                                       Path(args.out) / "full"),
-        "without_ba_rpn_sync_bg": quality(args.baseline, args.data, gt, seen, unseen, args.max_images, False,
-                                          Path(args.out) / "baseline"),
-    }
+    results = {"overhead_vs_plain_maskrcnn": overhead(len(seen) + len(unseen), args.repeats)}
+    seeds = {}
+    for arm, folder, paths in (("full_ba_rpn_sync_bg", "full", args.full),
+                               ("without_ba_rpn_sync_bg", "baseline", args.baseline)):
+        per_seed = []
+        for i, path in enumerate(paths):
+            # the first full model also gets the shuffled-name control; later seeds are keyed _seed<i>
+            rows = quality(path, args.data, gt, seen, unseen, args.max_images, arm.startswith("full") and i == 0,
+                           Path(args.out) / (folder + (f"_seed{i}" if i else "")))
+            results[arm + (f"_seed{i}" if i else "")] = rows
+            per_seed.append(headline(rows))
+        seeds[arm] = spread(per_seed)
+    if len(args.full) > 1 or len(args.baseline) > 1:
+        results["seeds"] = seeds
     results.update({"data": args.data, "split": args.split, "max_images": args.max_images,
                     "models": {"full": args.full, "baseline": args.baseline},
                     "seen_classes": len(seen), "unseen_classes": len(unseen),
                     "iou_type": "segm", "seconds": round(time.perf_counter() - start, 1),
                     "numpy": np.__version__})
-    write_results("zsi", results)
+    write_results(args.name, results)
 
 
 if __name__ == "__main__":

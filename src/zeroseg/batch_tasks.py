@@ -37,7 +37,6 @@ class SegmentTask:
         return self.segmenter.segment_batch(arrays, self.labels, **self.options)
 
     def write(self, result: Any, array: np.ndarray, out_dir: Path, job: ImageJob) -> dict[str, str]:
-
         written = write_segmentation(result, array, out_dir, job.stem,
                                      extra={"image": str(job.path), "model": self.segmenter.source,
                                             "options": self.settings})
@@ -72,7 +71,6 @@ class InstanceTask:
         return self.segmenter.detect_batch(arrays, self.labels, **self.options)
 
     def write(self, result: Any, array: np.ndarray, out_dir: Path, job: ImageJob) -> dict[str, str]:
-
         written = write_instances(result, array, out_dir, job.stem, job.index + 1,
                                   extra={"image": str(job.path), "model": self.segmenter.source,
                                          "labels": self.labels, "options": self.settings, "image_id": job.index + 1})

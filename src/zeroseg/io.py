@@ -61,7 +61,6 @@ def encode_image(image, suffix: str = ".png", **kwargs) -> bytes:
 
 
 def sha256_hex(data: bytes) -> str:
-
     return hashlib.sha256(data).hexdigest()
 
 

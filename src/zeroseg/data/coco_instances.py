@@ -122,7 +122,6 @@ def coco_from_records(split: str, classes: Sequence[str], seen: Sequence[str], u
 
 
 def _coco_for(index: DatasetIndex, split: str, progress: bool) -> dict[str, Any]:
-
     entries = index.entries(split)
 
     def records():

@@ -257,7 +257,6 @@ def evaluate(segmenter: Any, data_dir: str | Path, protocol: str, out_dir: str |
 
 
 def _sample(image: np.ndarray, target: np.ndarray, pred: np.ndarray, title: str):
-
     return QualitativeSample(image=image, target=target, prediction=pred, title=title)
 
 
@@ -291,7 +290,6 @@ def _episode_results(meter: EpisodeMeter, data: SynthDataset, seen_ids: list[int
 
 
 def _write_outputs(result: dict, data: SynthDataset, out_dir: Path, examples: list) -> None:
-
     head = result["headline"]
     value = "n/a" if head["value"] is None else f"{head['value']:.1f}"
     control = f", text control: {result['text_control']}" if result["text_control"] else ""

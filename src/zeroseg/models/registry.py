@@ -58,7 +58,6 @@ def model_family(name: str) -> str | None:
 
 
 def get_config(name: str, **overrides) -> LSegConfig:
-
     if name not in _configs():
         raise ZerosegError(f"unknown model configuration {name!r}; known: {', '.join(sorted(_configs()))}")
     return LSegConfig.from_dict({**_configs()[name], **overrides})

@@ -191,7 +191,6 @@ def parse_feature_source(spec: str) -> dict:
 
 # -- timm ViT from a local file --------------------------------------------------------------
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-
     obj = read_state_dict_file(path, "ViT weights")
     return _unwrap(obj, path)
 

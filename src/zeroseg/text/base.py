@@ -25,8 +25,6 @@ class TextEncoder(ABC):
 
     @staticmethod
     def checked_templates(templates: list[str] | None) -> list[str]:
-
-
         templates = list(templates) if templates else ["{}"]
         for t in templates:
             try:

@@ -25,7 +25,6 @@ class WordVectorEncoder(TextEncoder):
         self.dim = self._read_dim()
 
     def _read_dim(self) -> int:
-
         with open(self.path, encoding="utf-8", errors="replace") as f:
             first = f.readline().split()
             if len(first) == 2 and all(p.isdigit() for p in first):  # word2vec header "N D"
@@ -54,7 +53,6 @@ class WordVectorEncoder(TextEncoder):
                             break
 
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
-
         split = [self.words(t) for t in texts]
         self._load({w for ws in split for w in ws})
         out = []

@@ -69,7 +69,6 @@ class LSegTrainer(Trainer):
                                                           self.with_edges)
 
     def build_model(self) -> nn.Module:
-
         cfg = self.cfg
         if cfg["init_from"]:
             model, _text, _ = load_safetensors_model(cfg["init_from"], with_text=False)
@@ -85,7 +84,6 @@ class LSegTrainer(Trainer):
             raise ZerosegError(f"cannot build model {cfg['model']!r}: {e}") from None
 
     def save_model(self, path: Path, completed_epochs: int, val: float) -> None:
-
         extra = {"epoch": completed_epochs, "global_step": self.global_step,
                  "val_seen_miou": None if math.isnan(val) else val, "labels": self.labels,
                  "seen": self.seen, "unseen": self.unseen, "dataset": str(self.cfg["data"]),

@@ -129,7 +129,6 @@ class InstanceTrainer(Trainer):
         self.labels = ["background"] + self.seen  # row 0 is the model's own background embedding
 
     def setup_task(self) -> None:
-
         cfg = self.cfg
         self.with_edges = False
         self.module = self.build_model()
@@ -152,7 +151,6 @@ class InstanceTrainer(Trainer):
         self.collate_fn = instance_collate
 
     def build_model(self) -> nn.Module:
-
         cfg = self.cfg
         if cfg["init_from"]:
             model, _extra = load_zsi_model(cfg["init_from"])
@@ -196,7 +194,6 @@ class InstanceTrainer(Trainer):
         return float(self.dist.all_reduce_sum(score))
 
     def save_model(self, path, completed_epochs: int, val: float) -> None:
-
         extra = {"epoch": completed_epochs, "global_step": self.global_step,
                  self.METRIC: None if math.isnan(val) else val, "labels": self.labels[1:],
                  "seen": self.seen, "unseen": self.unseen, "dataset": str(self.cfg["data"]),

@@ -16,18 +16,22 @@ with the same backbone, FPN, box and mask heads, timed alternately in one run; r
 With several models per arm (one per training seed: ``--full A B --baseline C D``) each is
 evaluated and ``seeds`` summarizes every arm's headline numbers as mean and half-range (half of
 max - min), so the difference between the arms can be judged against run-to-run spread.
-``--name`` chooses the results file (benchmarks/results/<name>.json).
+``--name`` chooses the results file (benchmarks/results/<name>.json); with ``--reuse`` a model
+whose file (by SHA-256) that results file already holds is not evaluated again, so seeds
+trained later can be added to an ablation without re-running the earlier ones.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import write_results
+from common import RESULTS, write_results
 
 from zeroseg.data.coco_instances import read_instances, write_instance_annotations
 from zeroseg.eval.coco_metrics import category_split, format_instance_summary
@@ -123,6 +127,7 @@ def main() -> None:
     parser.add_argument("--full", required=True, nargs="+", help="model(s) with BA-RPN + synchronized background")
     parser.add_argument("--baseline", required=True, nargs="+", help="same recipe without them (ba_rpn=false)")
     parser.add_argument("--name", default="zsi", help="results file name")
+    parser.add_argument("--reuse", action="store_true", help="keep rows of models already in the results file")
     parser.add_argument("--split", default="test")
     parser.add_argument("--max-images", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=15)
@@ -135,6 +140,11 @@ def main() -> None:
     gt = read_instances(args.data, args.split)
     seen, unseen = category_split(gt)
     start = time.perf_counter()
+    previous = {}
+    if args.reuse and (RESULTS / f"{args.name}.json").is_file():
+        old = json.loads((RESULTS / f"{args.name}.json").read_text())
+        if (old.get("split"), old.get("max_images"), old.get("data")) == (args.split, args.max_images, args.data):
+            previous = {r["model_sha256"]: r for r in old.values() if isinstance(r, dict) and "model_sha256" in r}
     results = {"overhead_vs_plain_maskrcnn": overhead(len(seen) + len(unseen), args.repeats)}
     seeds = {}
     for arm, folder, paths in (("full_ba_rpn_sync_bg", "full", args.full),
@@ -142,8 +152,15 @@ def main() -> None:
         per_seed = []
         for i, path in enumerate(paths):
             # the first full model also gets the shuffled-name control; later seeds are keyed _seed<i>
-            rows = quality(path, args.data, gt, seen, unseen, args.max_images, arm.startswith("full") and i == 0,
-                           Path(args.out) / (folder + (f"_seed{i}" if i else "")))
+            digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            controls = arm.startswith("full") and i == 0
+            rows = previous.get(digest)
+            if rows is None or (controls and "zsi_shuffled_text" not in rows):
+                rows = quality(path, args.data, gt, seen, unseen, args.max_images, controls,
+                               Path(args.out) / (folder + (f"_seed{i}" if i else "")))
+                rows = {"model": str(path), "model_sha256": digest, **rows}
+            else:
+                print(f"{path}: rows reused from {args.name}.json")
             results[arm + (f"_seed{i}" if i else "")] = rows
             per_seed.append(headline(rows))
         seeds[arm] = spread(per_seed)

@@ -41,7 +41,9 @@ def machine() -> dict:
 def write_results(name: str, results: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"machine": machine(), **results}, indent=2) + "\n")
+    part = path.with_suffix(".json.part")  # atomic: a crash never leaves half a results file
+    part.write_text(json.dumps({"machine": machine(), **results}, indent=2) + "\n")
+    os.replace(part, path)
     print(json.dumps(results, indent=2))
     print(f"-> {path}")
     return path

@@ -23,7 +23,6 @@ trained later can be added to an ablation without re-running the earlier ones.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import statistics
 import time
@@ -37,6 +36,7 @@ from zeroseg.data.coco_instances import read_instances, write_instance_annotatio
 from zeroseg.eval.coco_metrics import category_split, format_instance_summary
 from zeroseg.eval.instance_protocols import evaluate_instances
 from zeroseg.instance_segmenter import load_instance_model
+from zeroseg.io import sha256_hex
 from zeroseg.models.zsi import create_plain_maskrcnn, create_zsi_model
 
 
@@ -152,7 +152,7 @@ def main() -> None:
         per_seed = []
         for i, path in enumerate(paths):
             # the first full model also gets the shuffled-name control; later seeds are keyed _seed<i>
-            digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            digest = sha256_hex(Path(path).read_bytes())
             controls = arm.startswith("full") and i == 0
             rows = previous.get(digest)
             if rows is None or (controls and "zsi_shuffled_text" not in rows):

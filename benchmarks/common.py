@@ -8,6 +8,8 @@ import statistics
 import time
 from pathlib import Path
 
+from zeroseg.io import write_bytes_atomic
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -41,9 +43,8 @@ def machine() -> dict:
 def write_results(name: str, results: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
-    part = path.with_suffix(".json.part")  # atomic: a crash never leaves half a results file
-    part.write_text(json.dumps({"machine": machine(), **results}, indent=2) + "\n")
-    os.replace(part, path)
+    # atomic: a crash never leaves half a results file
+    write_bytes_atomic(path, (json.dumps({"machine": machine(), **results}, indent=2) + "\n").encode())
     print(json.dumps(results, indent=2))
     print(f"-> {path}")
     return path

@@ -14,6 +14,7 @@ from .images import image_to_tensor
 from .inference import InferenceBase
 from .models import loading, registry
 from .models.lseg import LSegConfig, LSegNet
+from .relay import relay_logits
 from .text import create_text_encoder
 from .text.base import CachedTextEncoder, TextEncoder
 
@@ -49,11 +50,17 @@ class Segmenter(InferenceBase):
     ``prepare`` (resize, normalize) -> the network (whole, windowed, multi-scale) -> label maps."""
 
     def __init__(self, model: LSegNet, text_encoder: TextEncoder, config: LSegConfig | None = None,
-                 device: str | torch.device = "cpu", source: str = "", label_offsets: dict | None = None):
+                 device: str | torch.device = "cpu", source: str = "", label_offsets: dict | None = None,
+                 relay_vocabulary: list[str] | None = None, relay_top_k: int = 0, background: str = "other"):
         super().__init__(model, text_encoder, source, device)
         # calibration the model file carries (e.g. {"other": -2.5}, see `zeroseg calibrate`): added
         # to the logits of labels of these names on every call; {} switches it off
         self.label_offsets: dict[str, float] = {str(k): float(v) for k, v in (label_offsets or {}).items()}
+        # seen-class relay (zeroseg.relay): name pixels through the top-k of the trained vocabulary;
+        # 0 switches it off. The model file records both (`zeroseg calibrate` chooses k).
+        self.relay_vocabulary: list[str] = [v for v in (relay_vocabulary or []) if v != background]
+        self.relay_top_k = int(relay_top_k)
+        self.background = background
         self.config = config or model.config
         self.mean = torch.tensor(self.config.mean).view(1, 3, 1, 1)
         self.std = torch.tensor(self.config.std).view(1, 3, 1, 1)
@@ -219,20 +226,29 @@ class Segmenter(InferenceBase):
         if logit_offsets is not None and len(logit_offsets) != len(labels):
             raise ZerosegError(f"logit_offsets has {len(logit_offsets)} values for {len(labels)} labels")
         text = self.text_embeddings(labels)
+        relay = self.relay_top_k > 0 and bool(self.relay_vocabulary)
+        if relay:  # the vocabulary's logits come from the same network pass
+            vocabulary = self.text_embeddings(self.relay_vocabulary)
+            similarity = F.normalize(vocabulary, dim=-1) @ F.normalize(text, dim=-1).T
+            text = torch.cat([text, vocabulary])
+            background = labels.index(self.background) if self.background in labels else None
         batch = np.stack(arrays)
+        own = torch.tensor([self.label_offsets.get(lab, 0.0) for lab in labels], device=self.device).view(1, -1, 1, 1)
         total = torch.zeros(len(arrays), len(labels), h, w, device=self.device)
         for scale in scales:
             xs = self.prepare(batch, short_side, scale)
             for flipped in ((False, True) if flip else (False,)):
                 inp = xs.flip(-1) if flipped else xs
-                out = self._windowed(inp, text, window)
+                both = self._windowed(inp, text, window)
+                out = both[:, :len(labels)] + own
+                if relay:  # per pass, at the network's resolution (cheaper than at the image's)
+                    out = relay_logits(out, both[:, len(labels):], similarity, background, self.relay_top_k,
+                                       float(self.config.logit_scale))
                 out = out.flip(-1) if flipped else out
                 total += F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
         total = total / (len(scales) * (2 if flip else 1))
-        offsets = [self.label_offsets.get(lab, 0.0) + (float(logit_offsets[i]) if logit_offsets is not None else 0.0)
-                   for i, lab in enumerate(labels)]
-        if any(offsets):
-            total = total + torch.tensor(offsets, device=total.device).view(1, -1, 1, 1)
+        if logit_offsets is not None and any(logit_offsets):
+            total = total + torch.tensor([float(o) for o in logit_offsets], device=total.device).view(1, -1, 1, 1)
         results = []
         for array, logits in zip(arrays, total):
             probs = torch.softmax(logits, dim=0).cpu().numpy()  # per image: the same rounding at any batch size
@@ -285,7 +301,13 @@ def load_model(source: str | Path = "default", arch_option: int = 0, block_depth
         offsets = None
     else:
         model, text, cfg = loading.load_safetensors_model(path)
-        offsets = loading.model_extra(path).get("label_offsets")
+        extra = loading.model_extra(path)
+        offsets = extra.get("label_offsets")
+        trained = list(extra.get("labels") or [])
+        if trained:
+            return Segmenter(model, text, cfg, device=device, source=src, label_offsets=offsets,
+                             relay_vocabulary=trained[1:], relay_top_k=int(extra.get("relay_top_k", 0)),
+                             background=trained[0])
     return Segmenter(model, text, cfg, device=device, source=src, label_offsets=offsets)
 
 
@@ -300,7 +322,8 @@ def load_onnx_model(path: str | Path, device: str = "cpu", text_model: str | Pat
     text = load_model(text_model).text_encoder if text_model is not None \
         else create_text_encoder(network.text_encoder_spec)
     return Segmenter(network, text, network.config, device=device, source=str(path),
-                     label_offsets=network.label_offsets)
+                     label_offsets=network.label_offsets, relay_vocabulary=network.relay["vocabulary"],
+                     relay_top_k=network.relay["top_k"], background=network.relay["background"])
 
 
 def fold_model_loader(template: str | Path, arch_option: int = 0, block_depth: int = 0, device: str = "cpu"):

@@ -23,7 +23,8 @@ class SegmentTask:
     def __init__(self, segmenter: Any, labels: list[str], options: dict[str, Any], templates: list[str] | None = None):
         self.segmenter, self.labels, self.options = segmenter, list(labels), dict(options)
         # what the outputs depend on besides the image, model and labels (checked by --resume)
-        self.settings = json.loads(json.dumps({**self.options, "templates": templates}))
+        self.settings = json.loads(json.dumps({**self.options, "templates": templates,
+                                               "relay": getattr(segmenter, "relay_top_k", 0)}))
 
     def outputs(self, out_dir: Path, job: ImageJob) -> dict[str, Path]:
         return {"mask": out_dir / f"{job.stem}.png", "overlay": out_dir / f"{job.stem}_overlay.png",

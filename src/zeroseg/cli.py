@@ -30,6 +30,10 @@ def cmd_segment(args) -> int:
         segmenter = load_model(args.model, args.arch_option, args.block_depth, device=args.device)
     if args.template:
         segmenter.set_templates(args.template)
+    if args.relay is not None:
+        if args.relay and not segmenter.relay_vocabulary:
+            raise ZerosegError("--relay needs a model file that records its training labels (a zeroseg .safetensors)")
+        segmenter.relay_top_k = args.relay
     options = dict(window=args.window, flip=args.flip, refine=args.refine,
                    refine_options=refine_options(args),
                    scales=MULTISCALE if args.multiscale else (1.0,))
@@ -74,27 +78,38 @@ def cmd_export(args) -> int:
         export_zsi_onnx(load_instance_model(args.model).model, out)
     else:
         seg = load_model(args.model, args.arch_option, args.block_depth)
-        export_onnx(seg.model, out, text_encoder=seg.config.text_encoder, label_offsets=seg.label_offsets)
+        export_onnx(seg.model, out, text_encoder=seg.config.text_encoder, label_offsets=seg.label_offsets,
+                    relay={"vocabulary": seg.relay_vocabulary, "top_k": seg.relay_top_k, "background": seg.background})
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f}s")
     return 0
 
 
 def cmd_calibrate(args) -> int:
     from .api import load_model  # startup
-    from .eval.calibration import choose_background_offset  # startup
+    from .eval.calibration import choose_background_offset, choose_relay  # startup
     from .models.loading import model_extra, write_model_extra  # startup
     from .models.registry import bundled_weights_path  # startup
 
     src = bundled_weights_path(args.model) or Path(args.model)
     seg = load_model(src)
-    seg.label_offsets = {}  # choose from the uncalibrated model
+    seg.label_offsets, seg.relay_top_k = {}, 0  # choose from the uncalibrated model
     extra = model_extra(src)
     held = extra.get("calibration_classes") or []
     cal = choose_background_offset(seg, args.data, held)
     background = (extra.get("labels") or ["other"])[0]
-    write_model_extra(src, args.out, {"label_offsets": {background: -cal["offset"]}, "background_calibration": cal})
     print(f"'{background}' offset -{cal['offset']} (calibration-class mIoU {cal['miou_calibration']} on "
-          f"{cal['num_images']} val images; 0: {cal['table'][0]['miou_calibration']}) -> {args.out}")
+          f"{cal['num_images']} val images; 0: {cal['table'][0]['miou_calibration']})")
+    update = {"label_offsets": {background: -cal["offset"]}, "background_calibration": cal}
+    if args.no_relay:
+        update["relay_top_k"] = 0
+    else:  # with that offset: does naming through the trained classes help?
+        seg.label_offsets = dict(update["label_offsets"])
+        relay = choose_relay(seg, args.data, held)
+        update.update(relay_top_k=relay["top_k"], relay_calibration=relay)
+        print("seen-class relay: " + ", ".join(f"top-{r['top_k']} {r['miou_calibration']}" for r in relay["table"])
+              + f" -> {relay['top_k'] or 'off'}")
+    write_model_extra(src, args.out, update)
+    print(f"-> {args.out}")
     return 0
 
 

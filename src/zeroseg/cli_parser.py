@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flip", action="store_true", help="also average the horizontally flipped image")
     p.add_argument("--template", action="append", default=None,
                    help='prompt template such as "a photo of a {}" (repeatable)')
+    p.add_argument("--relay", type=_int_at_least(0), default=None, metavar="K",
+                   help="name pixels through the model's top-K trained classes (seen-class relay, zeroseg.relay; "
+                        "default: the model file's choice; 0: off)")
     _add_refine_args(p)
     _add_model_args(p)
     p.add_argument("--runtime", choices=("torch", "onnx"), default=None,
@@ -126,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a zeroseg .safetensors trained with calibration_classes (or default)")
     p.add_argument("--data", required=True, help="the synthetic benchmark the model was trained on (its val split)")
     p.add_argument("--out", required=True, help="the calibrated .safetensors to write")
+    p.add_argument("--no-relay", action="store_true", help="do not choose the seen-class relay (leave it off)")
 
     p = sub.add_parser("convert", help="convert an official LSeg .ckpt to a zeroseg .safetensors (once)")
     p.add_argument("checkpoint")

@@ -59,11 +59,12 @@ class _ExportGraph(nn.Module):
 
 
 def export_onnx(model: LSegNet, path: str | Path, *, text_encoder: str | None = None, sample_size: int = 64,
-                num_labels: int = 3, label_offsets: dict | None = None) -> Path:
+                num_labels: int = 3, label_offsets: dict | None = None, relay: dict | None = None) -> Path:
     """Write ``model`` (eval mode, CPU, float32) to ``path`` as ONNX; returns the path.
 
     ``text_encoder``: the spec stored for the runtime (default: the model config's);
-    ``label_offsets``: the model file's calibration (``Segmenter.label_offsets``), stored too.
+    ``label_offsets``: the model file's calibration (``Segmenter.label_offsets``), stored too, as
+    is ``relay`` (``{"vocabulary", "top_k", "background"}``, the segmenter's seen-class relay).
     """
     import onnx  # optional
 
@@ -86,7 +87,7 @@ def export_onnx(model: LSegNet, path: str | Path, *, text_encoder: str | None = 
         proto = onnx.load(str(tmp))
         meta = {"format": ONNX_FORMAT, "config": json.dumps(cfg.to_dict()),
                 "text_encoder": text_encoder or cfg.text_encoder, "stride": str(model.stride),
-                "label_offsets": json.dumps(dict(label_offsets or {}))}
+                "label_offsets": json.dumps(dict(label_offsets or {})), "relay": json.dumps(dict(relay or {}))}
         for key, value in meta.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
@@ -126,6 +127,12 @@ class OnnxLSeg:
             self.label_offsets = {str(k): float(v) for k, v in json.loads(meta.get("label_offsets", "{}")).items()}
         except (ValueError, TypeError, AttributeError):
             raise ZerosegError(f"{path}: malformed label_offsets in its metadata") from None
+        try:
+            relay = json.loads(meta.get("relay", "{}"))
+            self.relay = {"vocabulary": [str(v) for v in relay.get("vocabulary", [])],
+                          "top_k": int(relay.get("top_k", 0)), "background": str(relay.get("background", "other"))}
+        except (ValueError, TypeError, AttributeError):
+            raise ZerosegError(f"{path}: malformed relay in its metadata") from None
         self.path = path
 
     # the nn.Module methods Segmenter calls

@@ -25,7 +25,7 @@ from .metrics import ConfusionMatrix, harmonic_mean
 
 DEFAULT_OFFSETS = tuple(round(0.5 * i, 2) for i in range(0, 25))  # 0 .. 12 logit units
 
-__all__ = ["DEFAULT_OFFSETS", "choose_background_offset", "choose_seen_offset", "seen_offsets"]
+__all__ = ["DEFAULT_OFFSETS", "choose_background_offset", "choose_relay", "choose_seen_offset", "seen_offsets"]
 
 
 def seen_offsets(trained: Sequence[str], offset: float) -> dict[str, float]:
@@ -125,3 +125,34 @@ def choose_background_offset(segmenter: Any, data_dir: str | Path, calibration: 
     best = _best(table, "miou_calibration")
     return {"offset": best["offset"], "miou_calibration": best["miou_calibration"], "split": split,
             "num_images": used, "calibration_classes": calibration, "table": table}
+
+
+def choose_relay(segmenter: Any, data_dir: str | Path, calibration: Sequence[str],
+                 top_ks: Sequence[int] = (0, 5, 10, 20), split: str = "val", max_images: int | None = None,
+                 progress: bool = True) -> dict:
+    """The seen-class relay's ``top_k`` (``zeroseg.relay``; 0: off, and the whole vocabulary is
+    always tried too) that maximizes the calibration classes' mIoU in the same setting as
+    ``choose_background_offset`` ("other" + calibration classes, val images showing one, the
+    segmenter's own offsets applied). Ties go to the smaller ``top_k``, so "off" wins a tie.
+    The segmenter's ``relay_top_k`` is left as it was."""
+    calibration = _check_calibration(calibration)
+    vocabulary = len(segmenter.relay_vocabulary)
+    if not vocabulary:
+        raise ZerosegError("the model records no training labels to relay through")
+    data = SynthDataset(data_dir, split)
+    labels = [OTHER, *calibration]
+    ids = np.array([0, *(data.class_id(n) for n in calibration)])
+    n = len(data) if max_images is None else min(len(data), max_images)
+    before = segmenter.relay_top_k
+    table = []
+    try:
+        for k in sorted({min(int(k), vocabulary) for k in top_ks} | {vocabulary}):
+            segmenter.relay_top_k = k
+            meters, used = _offset_sweep(segmenter, data, labels, ids, np.zeros(len(labels), np.float32), (0.0,), n,
+                                         f"relay top-{k}", progress, only_images_with=ids[1:])
+            table.append({"top_k": k, "miou_calibration": _pct(meters[0].miou(list(ids[1:])))})
+    finally:
+        segmenter.relay_top_k = before
+    best = max(table, key=lambda r: (-1 if r["miou_calibration"] is None else r["miou_calibration"], -r["top_k"]))
+    return {"top_k": best["top_k"], "miou_calibration": best["miou_calibration"], "split": split,
+            "num_images": used, "vocabulary": vocabulary, "calibration_classes": calibration, "table": table}

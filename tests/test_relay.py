@@ -1,0 +1,147 @@
+"""Seen-class relay (ConSE over the trained vocabulary): the rule, its wiring in Segmenter, the
+model file / ONNX metadata that carry it, and the calibration that chooses it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from test_recipe import dataset  # noqa: F401  (module fixture: a small synthetic benchmark)
+
+from zeroseg import load_model
+from zeroseg.cli import main
+from zeroseg.data.dataset import SynthDataset
+from zeroseg.models.loading import write_model_extra
+from zeroseg.relay import relay_logits
+
+SCALE = 1 / 0.07
+
+
+def test_background_is_decided_by_the_direct_scores():
+    torch.manual_seed(0)
+    direct, vocabulary, sim = torch.randn(2, 4, 5, 6) * 3, torch.randn(2, 7, 5, 6) * 3, torch.rand(7, 4)
+    for background in (0, 2):
+        out = relay_logits(direct, vocabulary, sim, background, 0, SCALE)
+        assert torch.equal(out.argmax(1) == background, direct.argmax(1) == background)
+        assert out.argmax(1).eq(background).any() and out.argmax(1).ne(background).any()
+
+
+def test_names_come_from_the_vocabulary_mixture():
+    # labels [other, A, B]: the direct scores prefer B, the model is sure the pixel is vocabulary
+    # entry 0, whose name is close to A's
+    direct = torch.tensor([-5.0, 1.0, 3.0]).view(1, 3, 1, 1)
+    vocabulary = torch.tensor([10.0, 0.0]).view(1, 2, 1, 1)
+    sim = torch.tensor([[0.0, 0.9, 0.2], [0.0, 0.1, 0.8]])
+    out = relay_logits(direct, vocabulary, sim, 0, 0, SCALE).flatten()
+    q = torch.tensor([10.0, 0.0]).softmax(0)
+    s_a, s_b = q[0] * 0.9 + q[1] * 0.1, q[0] * 0.2 + q[1] * 0.8
+    assert torch.allclose(out, torch.stack([torch.tensor(-8.0), torch.tensor(0.0), SCALE * (s_b - s_a)]))
+    assert int(out.argmax()) == 1
+
+
+def test_top_k_keeps_only_the_most_likely_vocabulary_entries():
+    direct = torch.tensor([0.0, 1.0, 1.0]).view(1, 3, 1, 1)
+    vocabulary = torch.tensor([2.0, 1.9, 1.9]).view(1, 3, 1, 1)  # entry 0 alone is the most likely
+    sim = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])  # 0 -> A; 1, 2 -> B
+    assert int(relay_logits(direct, vocabulary, sim, 0, 0, SCALE).argmax()) == 2  # mixture of all: B
+    assert int(relay_logits(direct, vocabulary, sim, 0, 3, SCALE).argmax()) == 2  # k = vocabulary size: all
+    assert int(relay_logits(direct, vocabulary, sim, 0, 1, SCALE).argmax()) == 1  # top-1: A
+
+
+def test_binary_and_background_free_queries():
+    torch.manual_seed(1)
+    direct, vocabulary, sim = torch.randn(1, 2, 4, 4) * 3, torch.randn(1, 5, 4, 4), torch.rand(5, 2)
+    assert torch.equal(relay_logits(direct, vocabulary, sim, 0, 0, SCALE).argmax(1), direct.argmax(1))
+    out = relay_logits(direct, vocabulary, sim, None, 0, SCALE)  # no background: every pixel is named
+    scores = torch.einsum("bvhw,vc->bchw", vocabulary.softmax(1), sim)
+    assert torch.allclose(out, SCALE * (scores - scores.amax(1, keepdim=True)))
+
+
+@pytest.fixture()
+def relay_model(tiny_model_file, tmp_path):
+    path = tmp_path / "relay.safetensors"
+    write_model_extra(tiny_model_file, path, {"labels": ["other", "red square", "green disc", "cat"],
+                                              "relay_top_k": 2})
+    return path
+
+
+def test_segmenter_relays_through_the_model_files_vocabulary(relay_model, tiny_model_file):
+    seg = load_model(relay_model)
+    assert seg.relay_vocabulary == ["red square", "green disc", "cat"] and seg.relay_top_k == 2
+    assert seg.background == "other"
+    image = np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    labels = ["other", "dog", "blue bar"]
+    got = seg.segment(image, labels)
+    x = seg.prepare(image)  # the same pass by hand: direct + vocabulary logits, relay, resize, softmax
+    both = seg.logits(x, labels + seg.relay_vocabulary)
+    text = seg.text_embeddings(labels)
+    sim = F.normalize(seg.text_embeddings(seg.relay_vocabulary), dim=-1) @ F.normalize(text, dim=-1).T
+    want = F.interpolate(relay_logits(both[:, :3], both[:, 3:], sim, 0, 2, seg.config.logit_scale), size=(40, 56),
+                         mode="bilinear", align_corners=False)[0].softmax(0).numpy()
+    assert np.allclose(got.probs, want, atol=1e-5)
+    seg.relay_top_k = 0  # off: the plain model
+    plain = load_model(tiny_model_file)
+    assert np.array_equal(seg.segment(image, labels).probs, plain.segment(image, labels).probs)
+    assert not np.allclose(seg.segment(image, labels).probs, got.probs)
+
+
+def test_cli_relay_switch(relay_model, tiny_model_file, sample_images, tmp_path, capsys):
+    image = sample_images / "noise.png"
+    assert main(["segment", str(image), "--labels", "other,dog,blue bar", "--model", str(relay_model),
+                 "--relay", "0", "--out", str(tmp_path / "off")]) == 0
+    assert main(["segment", str(image), "--labels", "other,dog,blue bar", "--model", str(tiny_model_file),
+                 "--out", str(tmp_path / "plain")]) == 0
+    name = image.stem + ".png"
+    from PIL import Image
+
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "off" / name)), np.asarray(Image.open(tmp_path / "plain" / name)))
+    capsys.readouterr()
+    rc = main(["segment", str(image), "--labels", "other,dog", "--model", str(tiny_model_file), "--relay", "3",
+               "--out", str(tmp_path / "bad")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--relay needs" in err[0]
+
+
+def test_onnx_export_carries_the_relay(relay_model, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the onnx runtime is an optional dependency (CI installs it)")
+    from zeroseg.api import load_onnx_model
+
+    assert main(["export", str(relay_model), str(tmp_path / "m.onnx")]) == 0
+    onnx_seg, seg = load_onnx_model(tmp_path / "m.onnx"), load_model(relay_model)
+    assert (onnx_seg.relay_vocabulary, onnx_seg.relay_top_k, onnx_seg.background) == \
+        (seg.relay_vocabulary, seg.relay_top_k, seg.background)
+    image = np.random.default_rng(2).integers(0, 255, (48, 48, 3), dtype=np.uint8)
+    labels = ["other", "dog", "blue bar"]
+    assert np.allclose(onnx_seg.segment(image, labels).probs, seg.segment(image, labels).probs, atol=1e-4)
+
+
+class RelaySensitiveSegmenter:
+    """Names the val discs right only with ``relay_top_k == 2``; otherwise calls them "other"."""
+
+    relay_vocabulary = ["red square", "blue bar", "yellow star"]
+
+    def __init__(self, data: SynthDataset):
+        self.masks = {data.load(i)[0].tobytes(): data.load(i)[1] for i in range(len(data))}
+        self.relay_top_k = 7
+
+    def segment(self, image, labels, short_side=None, logit_offsets=None):
+        mask = self.masks[np.asarray(image).tobytes()]
+        assert labels == ["other", "green disc"]
+        right = self.relay_top_k == 2
+        p = np.zeros((2,) + mask.shape)
+        p[1] = (mask == 2) & right
+        p[0] = 1 - p[1]
+
+        class Out:
+            probs = p
+        return Out()
+
+
+def test_relay_top_k_is_chosen_on_calibration_classes(dataset):  # noqa: F811
+    from zeroseg.eval.calibration import choose_relay
+
+    seg = RelaySensitiveSegmenter(SynthDataset(dataset, "val"))
+    result = choose_relay(seg, dataset, ["green disc"], top_ks=(0, 2, 5), progress=False)
+    assert result["top_k"] == 2 and result["miou_calibration"] == 100.0
+    assert [r["top_k"] for r in result["table"]] == [0, 2, 3]  # 5 > vocabulary: capped; the whole one is tried
+    assert result["table"][0]["miou_calibration"] == 0.0 and seg.relay_top_k == 7  # restored

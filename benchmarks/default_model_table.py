@@ -20,37 +20,51 @@ def f(v) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
+COLUMNS = (  # results file, column heading
+    ("default_model", "default (Lite0, 12 epochs, seen-class relay)"),
+    ("default_model_lite0_8ep", "previous default (Lite0, 8 epochs, direct)"),
+    ("default_model_from_scratch_v1", "first default (v1, from scratch)"),
+)
+
+
+def pair(r: dict, protocol: str, a: str, b: str) -> str:
+    return f"{f(r[protocol][a])} / {f(r[protocol][b])}" if protocol in r else "-"
+
+
+def triple(r: dict, protocol: str) -> str:
+    if protocol not in r:
+        return "-"
+    g = r[protocol]
+    return f"{f(g['miou_seen'])} / {f(g['miou_unseen'])} / {f(g['hiou'])}"
+
+
 def table() -> str:
-    new, old = load("default_model"), load("default_model_from_scratch_v1")
-    g, gc = new["gzs"], new.get("gzs_calibrated", {})
-    og = old["gzs"]
+    runs = [load(name) for name, _ in COLUMNS]
+    new = runs[0]
+    t = new["targets"]
     rows = [
-        ("fixed protocol, unseen mIoU", f(new["fixed"]["miou_unseen"]), f(old["fixed"]["miou_unseen"]), ">= 30 (stretch 40)",
-         new["targets"]["fixed_unseen_miou>=30"]),
-        ("same, unseen names shuffled (control)", f(new["fixed_shuffled_text"]["miou_unseen"]),
-         f(old["fixed_shuffled_text"]["miou_unseen"]), "<= fixed / 3", new["targets"]["shuffled_control<=fixed/3"]),
-        ("gzs, calibrated: seen / unseen mIoU / hIoU",
-         f"{f(gc.get('miou_seen'))} / {f(gc.get('miou_unseen'))} / {f(gc.get('hiou'))}",
-         "-", "seen >= 60, hIoU >= 20", new["targets"]["gzs_seen_miou>=60"] and new["targets"]["gzs_hiou>=20"]),
-        ("gzs, uncalibrated: seen / unseen mIoU / hIoU", f"{f(g['miou_seen'])} / {f(g['miou_unseen'])} / {f(g['hiou'])}",
-         f"{f(og['miou_seen'])} / {f(og['miou_unseen'])} / {f(og['hiou'])}", "-", None),
+        ("fixed protocol, unseen mIoU", [f(r["fixed"]["miou_unseen"]) for r in runs], ">= 30 (stretch 40)",
+         t["fixed_unseen_miou>=30"]),
+        ("same, unseen names shuffled (control)", [f(r["fixed_shuffled_text"]["miou_unseen"]) for r in runs],
+         "<= fixed / 3", t["shuffled_control<=fixed/3"]),
+        ("gzs, calibrated: seen / unseen mIoU / hIoU", [triple(r, "gzs_calibrated") for r in runs],
+         "seen >= 60, hIoU >= 20", t["gzs_seen_miou>=60"] and t["gzs_hiou>=20"]),
+        ("gzs, uncalibrated: seen / unseen mIoU / hIoU", [triple(r, "gzs") for r in runs], "-", None),
         ("episode (['other', class]): unseen mIoU / FB-IoU",
-         f"{f(new['episode']['miou_unseen'])} / {f(new['episode']['fbiou_unseen'])}",
-         f"{f(old['episode']['miou_unseen'])} / {f(old['episode']['fbiou_unseen'])}", "FB-IoU >= 75",
-         new["targets"]["episode_unseen_fbiou>=75"]),
+         [pair(r, "episode", "miou_unseen", "fbiou_unseen") for r in runs], "FB-IoU >= 75", t["episode_unseen_fbiou>=75"]),
         ("episode, shuffled names: unseen mIoU / FB-IoU",
-         f"{f(new['episode_shuffled_text']['miou_unseen'])} / {f(new['episode_shuffled_text']['fbiou_unseen'])}",
-         f"{f(old['episode_shuffled_text']['miou_unseen'])} / {f(old['episode_shuffled_text']['fbiou_unseen'])}", "-", None),
+         [pair(r, "episode_shuffled_text", "miou_unseen", "fbiou_unseen") for r in runs], "-", None),
     ]
-    for style, r in new.get("styles", {}).items():
+    for style in new.get("styles", {}):
         rows.append((f"re-styled scenes ({style}): fixed unseen mIoU / gzs seen mIoU",
-                     f"{f(r['fixed_miou_unseen'])} / {f(r['gzs_miou_seen'])}", "-", "hold up", None))
-    rows.append(("inference per 256x256 image (median, 2-core CPU)", f"{new['inference_s_per_image_median']:.3f} s",
-                 f"{old['inference_s_per_image_median']:.3f} s", "<= 0.15 s", new["targets"]["inference<=0.15s"]))
-    lines = ["| | new default (Lite0, ImageNet init) | previous default (v1, from scratch) | target |", "|---|---|---|---|"]
-    for name, a, b, target, ok in rows:
+                     [(f"{f(r['styles'][style]['fixed_miou_unseen'])} / {f(r['styles'][style]['gzs_miou_seen'])}"
+                       if style in r.get("styles", {}) else "-") for r in runs], "hold up", None))
+    rows.append(("inference per 256x256 image (median, 2-core CPU)",
+                 [f"{r['inference_s_per_image_median']:.3f} s" for r in runs], "<= 0.15 s", t["inference<=0.15s"]))
+    lines = ["| | " + " | ".join(h for _, h in COLUMNS) + " | target |", "|---" * (len(COLUMNS) + 2) + "|"]
+    for name, cells, target, ok in rows:
         verdict = "" if ok is None else (": met" if ok else ": **missed**")
-        lines.append(f"| {name} | {a} | {b} | {target}{verdict if target != '-' else ''} |")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {target}{verdict if target != '-' else ''} |")
     return "\n".join(lines)
 
 

@@ -55,7 +55,7 @@ def table() -> str:
         ("episode, shuffled names: unseen mIoU / FB-IoU",
          [pair(r, "episode_shuffled_text", "miou_unseen", "fbiou_unseen") for r in runs], "-", None),
     ]
-    for style in new.get("styles", {}):
+    for style in dict.fromkeys(k for r in runs for k in r.get("styles", {})):  # "-" where a run has none
         rows.append((f"re-styled scenes ({style}): fixed unseen mIoU / gzs seen mIoU",
                      [(f"{f(r['styles'][style]['fixed_miou_unseen'])} / {f(r['styles'][style]['gzs_miou_seen'])}"
                        if style in r.get("styles", {}) else "-") for r in runs], "hold up", None))

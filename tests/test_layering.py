@@ -17,7 +17,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "zeroseg"
 LAYERS = [
     {"errors", "io", "progress", "device", "viz", "weights", "labels", "images"},
-    {"text", "models", "spectral"},
+    {"text", "models", "spectral", "relay"},
     {"data"},
     {"eval"},
     {"train"},

@@ -122,6 +122,11 @@ class Segmenter(InferenceBase):
             self._feature_sources[spec] = ImageNetFeatures(**opts)
         return self._feature_sources[spec]
 
+    def relay_settings(self) -> dict:
+        """The relay's constructor arguments (what an ONNX export stores)."""
+        return {"relay_vocabulary": list(self.relay_vocabulary), "relay_top_k": self.relay_top_k,
+                "background": self.background}
+
     def set_templates(self, templates: list[str]) -> None:
         """Use prompt templates such as ``"a photo of a {}"`` (embeddings are re-computed)."""
         inner = self.text_encoder.inner
@@ -296,6 +301,7 @@ def load_model(source: str | Path = "default", arch_option: int = 0, block_depth
         return load_onnx_model(path, device=device)
     with open(path, "rb") as f:
         magic = f.read(2)
+    relay: dict = {}  # the seen-class relay needs the training labels a zeroseg file records
     if magic == b"PK":  # torch.save's zip container
         model, text, cfg = loading.load_official_checkpoint(path, arch_option, block_depth)
         offsets = None
@@ -303,12 +309,11 @@ def load_model(source: str | Path = "default", arch_option: int = 0, block_depth
         model, text, cfg = loading.load_safetensors_model(path)
         extra = loading.model_extra(path)
         offsets = extra.get("label_offsets")
-        trained = list(extra.get("labels") or [])
+        trained = list(extra.get("labels") or [])  # "other" first, then the training classes
         if trained:
-            return Segmenter(model, text, cfg, device=device, source=src, label_offsets=offsets,
-                             relay_vocabulary=trained[1:], relay_top_k=int(extra.get("relay_top_k", 0)),
-                             background=trained[0])
-    return Segmenter(model, text, cfg, device=device, source=src, label_offsets=offsets)
+            relay = {"relay_vocabulary": trained[1:], "relay_top_k": int(extra.get("relay_top_k", 0)),
+                     "background": trained[0]}
+    return Segmenter(model, text, cfg, device=device, source=src, label_offsets=offsets, **relay)
 
 
 def load_onnx_model(path: str | Path, device: str = "cpu", text_model: str | Path | None = None,
@@ -322,8 +327,7 @@ def load_onnx_model(path: str | Path, device: str = "cpu", text_model: str | Pat
     text = load_model(text_model).text_encoder if text_model is not None \
         else create_text_encoder(network.text_encoder_spec)
     return Segmenter(network, text, network.config, device=device, source=str(path),
-                     label_offsets=network.label_offsets, relay_vocabulary=network.relay["vocabulary"],
-                     relay_top_k=network.relay["top_k"], background=network.relay["background"])
+                     label_offsets=network.label_offsets, **network.relay)
 
 
 def fold_model_loader(template: str | Path, arch_option: int = 0, block_depth: int = 0, device: str = "cpu"):

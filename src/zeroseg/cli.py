@@ -79,7 +79,7 @@ def cmd_export(args) -> int:
     else:
         seg = load_model(args.model, args.arch_option, args.block_depth)
         export_onnx(seg.model, out, text_encoder=seg.config.text_encoder, label_offsets=seg.label_offsets,
-                    relay={"vocabulary": seg.relay_vocabulary, "top_k": seg.relay_top_k, "background": seg.background})
+                    relay=seg.relay_settings())
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f}s")
     return 0
 

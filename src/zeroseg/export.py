@@ -64,7 +64,7 @@ def export_onnx(model: LSegNet, path: str | Path, *, text_encoder: str | None = 
 
     ``text_encoder``: the spec stored for the runtime (default: the model config's);
     ``label_offsets``: the model file's calibration (``Segmenter.label_offsets``), stored too, as
-    is ``relay`` (``{"vocabulary", "top_k", "background"}``, the segmenter's seen-class relay).
+    is ``relay`` (``Segmenter.relay_settings()``, the segmenter's seen-class relay).
     """
     import onnx  # optional
 
@@ -129,8 +129,10 @@ class OnnxLSeg:
             raise ZerosegError(f"{path}: malformed label_offsets in its metadata") from None
         try:
             relay = json.loads(meta.get("relay", "{}"))
-            self.relay = {"vocabulary": [str(v) for v in relay.get("vocabulary", [])],
-                          "top_k": int(relay.get("top_k", 0)), "background": str(relay.get("background", "other"))}
+            # Segmenter's constructor arguments, as Segmenter.relay_settings() wrote them
+            self.relay = {"relay_vocabulary": [str(v) for v in relay.get("relay_vocabulary", [])],
+                          "relay_top_k": int(relay.get("relay_top_k", 0)),
+                          "background": str(relay.get("background", "other"))}
         except (ValueError, TypeError, AttributeError):
             raise ZerosegError(f"{path}: malformed relay in its metadata") from None
         self.path = path

@@ -103,6 +103,16 @@ def _pct(x: float) -> float | None:
     return None if math.isnan(x) else round(100.0 * x, 4)
 
 
+def _fixed_setting(data_dir: str | Path, calibration: Sequence[str], split: str,
+                   max_images: int | None) -> tuple[SynthDataset, list[str], np.ndarray, int]:
+    """The fixed setting with calibration classes as stand-ins: (data, labels "other" +
+    calibration, their class ids, images to look at)."""
+    calibration = _check_calibration(calibration)
+    data = SynthDataset(data_dir, split)
+    ids = np.array([0, *(data.class_id(name) for name in calibration)])
+    return data, [OTHER, *calibration], ids, len(data) if max_images is None else min(len(data), max_images)
+
+
 def choose_background_offset(segmenter: Any, data_dir: str | Path, calibration: Sequence[str],
                              offsets: Sequence[float] = DEFAULT_OFFSETS, split: str = "val",
                              max_images: int | None = None, progress: bool = True) -> dict:
@@ -110,13 +120,9 @@ def choose_background_offset(segmenter: Any, data_dir: str | Path, calibration: 
     when the model is asked about "other" + calibration classes only (the fixed zero-shot
     setting, with held-out seen classes standing in for unseen ones; pixels of the classes it
     trained on are ignored, as the fixed protocol ignores seen pixels). Ties: the smaller offset."""
-    calibration = _check_calibration(calibration)
-    data = SynthDataset(data_dir, split)
-    labels = [OTHER, *calibration]
-    ids = np.array([0, *(data.class_id(n) for n in calibration)])
+    data, labels, ids, n = _fixed_setting(data_dir, calibration, split, max_images)
     penalized = np.zeros(len(labels), np.float32)
     penalized[0] = 1.0
-    n = len(data) if max_images is None else min(len(data), max_images)
     # like the fixed protocol: only images showing a (stand-in) unseen class
     meters, used = _offset_sweep(segmenter, data, labels, ids, penalized, offsets, n, "calibrate other", progress,
                                  only_images_with=ids[1:])
@@ -124,7 +130,7 @@ def choose_background_offset(segmenter: Any, data_dir: str | Path, calibration: 
              for m, off in zip(meters, offsets)]
     best = _best(table, "miou_calibration")
     return {"offset": best["offset"], "miou_calibration": best["miou_calibration"], "split": split,
-            "num_images": used, "calibration_classes": calibration, "table": table}
+            "num_images": used, "calibration_classes": labels[1:], "table": table}
 
 
 def choose_relay(segmenter: Any, data_dir: str | Path, calibration: Sequence[str],
@@ -135,14 +141,10 @@ def choose_relay(segmenter: Any, data_dir: str | Path, calibration: Sequence[str
     ``choose_background_offset`` ("other" + calibration classes, val images showing one, the
     segmenter's own offsets applied). Ties go to the smaller ``top_k``, so "off" wins a tie.
     The segmenter's ``relay_top_k`` is left as it was."""
-    calibration = _check_calibration(calibration)
+    data, labels, ids, n = _fixed_setting(data_dir, calibration, split, max_images)
     vocabulary = len(segmenter.relay_vocabulary)
     if not vocabulary:
         raise ZerosegError("the model records no training labels to relay through")
-    data = SynthDataset(data_dir, split)
-    labels = [OTHER, *calibration]
-    ids = np.array([0, *(data.class_id(n) for n in calibration)])
-    n = len(data) if max_images is None else min(len(data), max_images)
     before = segmenter.relay_top_k
     table = []
     try:
@@ -155,4 +157,4 @@ def choose_relay(segmenter: Any, data_dir: str | Path, calibration: Sequence[str
         segmenter.relay_top_k = before
     best = max(table, key=lambda r: (-1 if r["miou_calibration"] is None else r["miou_calibration"], -r["top_k"]))
     return {"top_k": best["top_k"], "miou_calibration": best["miou_calibration"], "split": split,
-            "num_images": used, "vocabulary": vocabulary, "calibration_classes": calibration, "table": table}
+            "num_images": used, "vocabulary": vocabulary, "calibration_classes": labels[1:], "table": table}

@@ -4,7 +4,8 @@ the val split with the model's calibration classes (never with unseen classes or
   .venv/bin/python benchmarks/bench_default_instances.py --data DIR [--model default-instances]
 
 Rows (test split, mask IoU, pycocotools): ZSI unseen mAP@0.5 and Recall@100 at IoU 0.4/0.5/0.6;
-its shuffled-name control; GZSI seen / unseen / harmonic mean without and with calibration.
+its shuffled-name control; GZSI seen / unseen / harmonic mean without and with calibration. The
+model runs with the relay its file records; --relay 0 switches it off (the direct box head).
 Writes benchmarks/results/default_instances.json and examples under eval_default_instances/.
 """
 from __future__ import annotations
@@ -34,14 +35,18 @@ def main() -> None:
     parser.add_argument("--model", default="default-instances")
     parser.add_argument("--max-images", type=int, default=None)
     parser.add_argument("--out", default="default_instances")
+    parser.add_argument("--relay", type=int, default=None, help="seen-class relay top-K (default: the file's; 0: off)")
     args = parser.parse_args()
     start = time.perf_counter()
     seg = load_instance_model(args.model)
+    if args.relay is not None:
+        seg.relay_top_k = args.relay
     extra = seg.extra
     test = read_instances(args.data, "test")
     seen, unseen = category_split(test)
     out_dir = RESULTS / f"eval_{args.out}"
-    results: dict = {"model": args.model, "data": args.data}
+    # the model file's seen-class relay (chosen on val by `zeroseg calibrate-instances`)
+    results: dict = {"model": args.model, "data": args.data, "relay": seg.relay_settings()}
     for mode, control in (("zsi", None), ("zsi", "shuffle"), ("gzsi", None)):
         r = evaluate_instances(seg, test, args.data, seen, unseen, mode, text_control=control,
                                max_images=args.max_images, out_dir=out_dir / f"{mode}{'_' + control if control else ''}",

@@ -12,7 +12,7 @@ from zeroseg import load_model
 from zeroseg.cli import main
 from zeroseg.data.dataset import SynthDataset
 from zeroseg.models.loading import write_model_extra
-from zeroseg.relay import relay_logits
+from zeroseg.relay import BoxRelay, relay_logits
 
 SCALE = 1 / 0.07
 
@@ -55,6 +55,21 @@ def test_binary_and_background_free_queries():
     out = relay_logits(direct, vocabulary, sim, None, 0, SCALE)  # no background: every pixel is named
     scores = torch.einsum("bvhw,vc->bchw", vocabulary.softmax(1), sim)
     assert torch.allclose(out, SCALE * (scores - scores.amax(1, keepdim=True)))
+
+
+def test_box_relay_keeps_the_detectors_objectness_and_names_through_the_vocabulary():
+    torch.manual_seed(3)
+    vocabulary, labels = torch.randn(6, 8), torch.randn(3, 8)
+    relay = BoxRelay.from_text(vocabulary, labels, top_k=0, scale=10.0)
+    direct, vocabulary_logits = torch.randn(5, 4) * 3, torch.randn(5, 6) * 3  # column 0: background
+    out = relay(direct, vocabulary_logits)
+    sim = F.normalize(vocabulary, dim=-1) @ F.normalize(labels, dim=-1).T
+    scores = vocabulary_logits.softmax(1) @ sim  # by hand: the similarity of the vocabulary mixture
+    assert torch.allclose(out[:, 1:], 10.0 * (scores - scores.amax(1, keepdim=True)), atol=1e-6)
+    assert torch.allclose(out[:, 0], direct[:, 0] - direct[:, 1:].amax(1))
+    # one asked label: the box scores (softmax over [background, label]) are the detector's own
+    single = BoxRelay.from_text(vocabulary, labels[:1], top_k=2, scale=10.0)
+    assert torch.allclose(single(direct[:, :2], vocabulary_logits).softmax(1), direct[:, :2].softmax(1), atol=1e-6)
 
 
 @pytest.fixture()

@@ -292,6 +292,70 @@ def test_instance_api_and_cli(trained, tmp_path, capsys):
     assert len(err) == 2 and all(line.startswith("zeroseg: error: ") for line in err)
 
 
+def test_instance_relay_and_its_calibration(trained, tmp_path, capsys):
+    from PIL import Image
+
+    from zeroseg.data.coco_instances import read_instances, write_instance_annotations
+    from zeroseg.eval.instance_protocols import RELAY_SCALE_GRID, RELAY_TOP_K_GRID, choose_instance_relay
+    from zeroseg.instance_segmenter import load_instance_model
+    from zeroseg.models.loading import model_extra, write_model_extra
+
+    # "green disc" stands in for a calibration class (trained here, but any named class works for the wiring)
+    model = tmp_path / "cal.safetensors"
+    write_model_extra(trained["out"] / "last.safetensors", model,
+                      {"labels": ["red square"], "calibration_classes": ["green disc"]})
+    seg = load_instance_model(model)
+    assert seg.relay_top_k == 0 and seg.box_relay(["blue bar"], seg.embed(["blue bar"])) is None
+    image = np.asarray(Image.open(next((trained["data"] / "test" / "images").glob("*.png"))).convert("RGB"))
+    off_one, off_two = (seg.detect(image, labels, score_threshold=0.0) for labels in (["blue bar"], ["blue bar", "cat"]))
+    seg.relay_top_k, seg.relay_scale = 1, 5.0
+    relay = seg.box_relay(["blue bar", "cat"], seg.embed(["blue bar", "cat"]))
+    emb = F.normalize(seg.embed(["red square"]), dim=-1) @ F.normalize(seg.embed(["blue bar", "cat"]), dim=-1).T
+    assert relay.top_k == 1 and relay.scale == 5.0 and torch.allclose(relay.similarity, emb, atol=1e-6)
+    on_one, on_two = (seg.detect(image, labels, score_threshold=0.0) for labels in (["blue bar"], ["blue bar", "cat"]))
+    # one asked label: objectness and the box are the detector's own, so the detections are too
+    assert np.allclose(on_one.scores, off_one.scores, atol=1e-5) and np.allclose(on_one.boxes, off_one.boxes, atol=1e-3)
+    # a single trained class relays every box to the asked label nearest to it in text space:
+    # the best detection is named so, whatever the direct scores said
+    nearest = ["blue bar", "cat"][int(emb[0].argmax())]
+    assert len(on_two) and on_two.names()[0] == nearest
+    seg.relay_top_k = 0
+    assert np.array_equal(seg.detect(image, ["blue bar", "cat"], score_threshold=0.0).scores, off_two.scores)
+    seg.relay_top_k = 1
+
+    # the file's GZSI calibration applies where the asked labels mix trained and new names
+    write_model_extra(model, tmp_path / "c.safetensors", {"gzsi_calibration": {"calibration": 100.0}})
+    gzsi = load_instance_model(tmp_path / "c.safetensors")
+    assert gzsi.default_calibration(["red square", "blue bar"]) == 100.0
+    assert gzsi.default_calibration(["blue bar"]) == gzsi.default_calibration(["red square"]) == 0.0
+    assert set(gzsi.detect(image, ["red square", "blue bar"], score_threshold=0.0).names()) <= {"blue bar"}
+    assert "red square" in gzsi.detect(image, ["red square", "blue bar"], calibration=0.0, score_threshold=0.0).names()
+    assert np.array_equal(gzsi.detect(image, ["red square"], score_threshold=0.0).scores,
+                          load_instance_model(model).detect(image, ["red square"], score_threshold=0.0).scores)
+
+    write_instance_annotations(trained["data"], progress=False)
+    val = read_instances(trained["data"], "val")
+    ids = {c["name"]: int(c["id"]) for c in val["categories"]}
+    chosen = choose_instance_relay(seg, val, trained["data"], [ids["red square"]], [ids["green disc"]], progress=False)
+    assert (seg.relay_top_k, seg.relay_scale) == (1, 5.0)  # left as it was
+    assert len(chosen["table"]) == 1 + len(RELAY_TOP_K_GRID) * len(RELAY_SCALE_GRID)
+    best = max(row["map50_calibration"] for row in chosen["table"])
+    assert chosen["map50_calibration"] == best and chosen["table"][0]["top_k"] == 0
+
+    out = tmp_path / "calibrated.safetensors"
+    assert main(["calibrate-instances", str(model), "--data", str(trained["data"]), "--out", str(out)]) == 0
+    extra = model_extra(out)
+    assert extra["relay_top_k"] == extra["relay_calibration"]["top_k"] in {0, 1}
+    assert extra["gzsi_calibration"]["calibration"] in [r["calibration"] for r in extra["gzsi_calibration"]["table"]]
+    calibrated = load_instance_model(out)
+    assert calibrated.relay_settings() == {"relay_top_k": extra["relay_top_k"], "relay_scale": extra["relay_scale"]}
+    capsys.readouterr()
+    assert main(["calibrate-instances", str(trained["out"] / "last.safetensors"), "--data", str(trained["data"]),
+                 "--out", str(tmp_path / "x.safetensors")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "calibration classes" in err[0]
+
+
 class OracleSegmenter:
     """Answers with the ground truth of the image it is shown (matched by pixels): a known-answer model."""
 

@@ -59,7 +59,8 @@ class InstanceTask:
 
     def __init__(self, segmenter: Any, labels: list[str], options: dict[str, Any]):
         self.segmenter, self.labels, self.options = segmenter, list(labels), dict(options)
-        self.settings = json.loads(json.dumps(self.options))
+        relay = segmenter.relay_settings() if hasattr(segmenter, "relay_settings") else {}
+        self.settings = json.loads(json.dumps({**self.options, **relay}))  # what --resume must match
 
     def outputs(self, out_dir: Path, job: ImageJob) -> dict[str, Path]:
         return {"overlay": out_dir / f"{job.stem}_instances.png", "json": out_dir / f"{job.stem}_instances.json"}

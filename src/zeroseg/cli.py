@@ -75,7 +75,10 @@ def cmd_export(args) -> int:
         from .export import export_zsi_onnx  # startup
         from .instance_segmenter import load_instance_model  # startup
 
-        export_zsi_onnx(load_instance_model(args.model).model, out)
+        instance_model = load_instance_model(args.model)
+        export_zsi_onnx(instance_model.model, out)
+        if instance_model.relay_top_k:  # the relay runs beside the box head in torch, not in the graph
+            print("note: the ONNX graph names boxes directly; the model's seen-class relay is not exported")
     else:
         seg = load_model(args.model, args.arch_option, args.block_depth)
         export_onnx(seg.model, out, text_encoder=seg.config.text_encoder, label_offsets=seg.label_offsets,
@@ -111,6 +114,46 @@ def cmd_calibrate(args) -> int:
     write_model_extra(src, args.out, update)
     print(f"-> {args.out}")
     return 0
+
+
+def cmd_calibrate_instances(args) -> int:
+    from .data.coco_instances import read_instances  # startup
+    from .eval.instance_protocols import choose_instance_calibration, choose_instance_relay  # startup
+    from .instance_segmenter import load_instance_model  # startup
+    from .models.loading import write_model_extra  # startup
+    from .models.registry import bundled_weights_path  # startup
+
+    src = bundled_weights_path(args.model, "zsi") or Path(args.model)
+    seg = load_instance_model(src)
+    seg.relay_top_k = 0  # choose from the model as trained
+    held, labels = seg.extra.get("calibration_classes") or [], seg.seen
+    val = read_instances(args.data, "val")
+    ids = {c["name"]: int(c["id"]) for c in val["categories"]}
+    missing = [n for n in held + labels if n not in ids]
+    if missing:
+        raise ZerosegError(f"{args.data} val split lacks the model's classes (e.g. {missing[0]!r}): "
+                           "calibrate on the benchmark the model was trained on")
+    trained, calibration = [ids[n] for n in labels], [ids[n] for n in held]
+    update: dict = {"relay_top_k": 0}
+    if not args.no_relay:
+        relay = choose_instance_relay(seg, val, args.data, trained, calibration, max_images=args.max_images)
+        update.update(relay_top_k=relay["top_k"], relay_scale=relay["scale"], relay_calibration=relay)
+        print("seen-class relay (calibration-class mask mAP@0.5 on val): "
+              + ", ".join(f"{_relay_name(r)} {r['map50_calibration']:.3f}" for r in relay["table"])
+              + f" -> {_relay_name(relay)}")
+        seg.relay_top_k, seg.relay_scale = relay["top_k"], relay["scale"]
+    cal = choose_instance_calibration(seg, val, args.data, trained, calibration, max_images=args.max_images)
+    update["gzsi_calibration"] = cal
+    print("GZSI calibration (harmonic mean mAP@0.5 on val, calibration classes as the unseen ones): "
+          + ", ".join(f"C={r['calibration']:g} {r['hm_map50'] or 0:.3f}" for r in cal["table"])
+          + f" -> {cal['calibration']:g} (pass it as --calibration)")
+    write_model_extra(src, args.out, update)
+    print(f"-> {args.out}")
+    return 0
+
+
+def _relay_name(row: dict) -> str:
+    return f"top-{row['top_k']} x{row['scale']:g}" if row["top_k"] else "off"
 
 
 def cmd_convert(args) -> int:
@@ -227,11 +270,21 @@ def cmd_instances(args) -> int:
     jobs = plan_jobs(args.inputs, args.out, args.glob)
     out = ensure_writable_dir(args.out)
     segmenter = load_instance_model(args.model, device=args.device)
-    options = dict(calibration=args.calibration, score_threshold=args.score_threshold,
+    _set_instance_relay(segmenter, args.relay)
+    calibration = segmenter.default_calibration(labels) if args.calibration is None else args.calibration
+    options = dict(calibration=calibration, score_threshold=args.score_threshold,
                    max_detections=args.max_detections, nms_across_labels=args.nms_across_labels)
     summary = run_batch(InstanceTask(segmenter, labels, options), jobs, out, workers=args.workers,
                         batch_size=args.batch_size, resume=args.resume, max_input_pixels=args.max_input_pixels)
     return summary.exit_code
+
+
+def _set_instance_relay(segmenter, top_k: int | None) -> None:
+    if top_k is None:
+        return
+    if top_k and not segmenter.seen:
+        raise ZerosegError("--relay needs a model file that records its training labels")
+    segmenter.relay_top_k = top_k
 
 
 def cmd_eval_instances(args) -> int:
@@ -245,6 +298,7 @@ def cmd_eval_instances(args) -> int:
     gt, image_root, seen, unseen = instance_ground_truth(args.data, args.split, args.coco_split, args.data_root,
                                                          args.coco_annotations, args.coco_images)
     segmenter = load_instance_model(args.model, device=args.device)
+    _set_instance_relay(segmenter, args.relay)
     for mode in (("zsi", "gzsi") if args.mode == "both" else (args.mode,)):
         result = evaluate_instances(segmenter, gt, image_root, seen, unseen, mode, calibration=args.calibration,
                                     text_control=args.text_control, max_images=args.max_images,
@@ -261,7 +315,8 @@ def cmd_demo(args) -> int:
     return demo_main(args)
 
 
-COMMANDS = {"segment": cmd_segment, "export": cmd_export, "calibrate": cmd_calibrate, "convert": cmd_convert, "models": cmd_models, "data": cmd_data,
+COMMANDS = {"segment": cmd_segment, "export": cmd_export, "calibrate": cmd_calibrate,
+            "calibrate-instances": cmd_calibrate_instances, "convert": cmd_convert, "models": cmd_models, "data": cmd_data,
             "eval": cmd_eval, "instances": cmd_instances,
             "eval-instances": cmd_eval_instances, "demo": cmd_demo}
 

@@ -131,6 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the calibrated .safetensors to write")
     p.add_argument("--no-relay", action="store_true", help="do not choose the seen-class relay (leave it off)")
 
+    p = sub.add_parser("calibrate-instances",
+                       help="choose an instance model's seen-class relay and GZSI calibration on val")
+    p.add_argument("model", help="a zeroseg instance .safetensors trained with calibration_classes "
+                                 "(or default-instances)")
+    p.add_argument("--data", required=True, help="the synthetic benchmark the model was trained on (its val split)")
+    p.add_argument("--out", required=True, help="the calibrated .safetensors to write")
+    p.add_argument("--no-relay", action="store_true", help="do not choose the seen-class relay (leave it off)")
+    p.add_argument("--max-images", type=int, default=None, help="at most this many val images per setting")
+
     p = sub.add_parser("convert", help="convert an official LSeg .ckpt to a zeroseg .safetensors (once)")
     p.add_argument("checkpoint")
     p.add_argument("output")
@@ -175,8 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_size_limits(p)
     p.add_argument("--nms-across-labels", type=_float_in(0.0, 1.0), default=0.5, metavar="IOU",
                    help="where boxes of different labels overlap more than IOU, keep the best one (0: off)")
-    p.add_argument("--calibration", type=float, default=0.0,
-                   help="GZSI: subtract this from the scores of labels the model was trained on")
+    p.add_argument("--calibration", type=float, default=None,
+                   help="GZSI: subtract this from the scores of labels the model was trained on (default: the "
+                        "model file's choice where the labels mix trained and new names, else 0)")
+    p.add_argument("--relay", type=_int_at_least(0), default=None, metavar="K",
+                   help="name boxes through the model's top-K trained classes (seen-class relay, zeroseg.relay; "
+                        "default: the model file's choice; 0: off)")
     p.add_argument("--device", default="cpu")
     _add_batch_args(p)
 
@@ -192,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="synthetic benchmark split (default test)")
     p.add_argument("--mode", choices=("zsi", "gzsi", "both"), default="both")
     p.add_argument("--calibration", type=float, default=0.0, help="GZSI: subtract this from seen-class scores")
+    p.add_argument("--relay", type=_int_at_least(0), default=None, metavar="K",
+                   help="name boxes through the model's top-K trained classes (seen-class relay, zeroseg.relay; "
+                        "default: the model file's choice; 0: off)")
     p.add_argument("--text-control", choices=("shuffle",), default=None,
                    help="shuffle: describe each unseen class by another unseen name (control experiment)")
     p.add_argument("--iou-type", choices=("segm", "bbox"), default="segm")

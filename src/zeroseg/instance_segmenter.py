@@ -25,6 +25,7 @@ from .inference import InferenceBase
 from .models.loading import text_encoder_spec
 from .models.registry import bundled_weights_path, list_weights
 from .models.zsi.model import load_zsi_model
+from .relay import BoxRelay
 from .text import create_text_encoder
 from .text.base import TextEncoder
 
@@ -65,6 +66,8 @@ class Instances:
         cats = ids[self.label_ids] if len(self) else np.zeros(0, np.int64)
         return to_coco_results(image_id, self.boxes, self.scores, cats, self.masks)
 
+DEFAULT_RELAY_SCALE = 10.0  # relay logits per unit of text cosine, when a model file does not say
+
 
 class InstanceSegmenter(InferenceBase):
     """A ZSI model with its frozen text encoder (label embeddings cached): images -> the detector
@@ -75,14 +78,37 @@ class InstanceSegmenter(InferenceBase):
         super().__init__(model, text_encoder, source, device)
         self.config = model.config
         self.extra = dict(extra or {})
+        # the seen-class relay (zeroseg.relay.BoxRelay): off unless the model file chose it on val
+        self.relay_top_k = int(self.extra.get("relay_top_k", 0))
+        self.relay_scale = float(self.extra.get("relay_scale", DEFAULT_RELAY_SCALE))
+        # the GZSI calibration C chosen on val with the relay (`zeroseg calibrate-instances`)
+        self.gzsi_calibration = float((self.extra.get("gzsi_calibration") or {}).get("calibration", 0.0))
 
     @property
     def seen(self) -> list[str]:
         """The classes the model was trained on (from its file; empty if unknown)."""
         return list(self.extra.get("labels", []))
 
+    def relay_settings(self) -> dict:
+        """What a model file records of the relay (``zeroseg calibrate-instances`` chooses it)."""
+        return {"relay_top_k": self.relay_top_k, "relay_scale": self.relay_scale}
+
+    def box_relay(self, labels: list[str], label_embeddings: torch.Tensor) -> BoxRelay | None:
+        """The relay through the trained classes for this label set, or None when it is off."""
+        if self.relay_top_k <= 0 or not self.seen:
+            return None
+        return BoxRelay.from_text(self.embed(self.seen), label_embeddings, self.relay_top_k, self.relay_scale)
+
     def embeddings(self, labels: list[str]) -> torch.Tensor:
         return self.embed(self.check_labels(labels))  # empty or duplicate labels are errors
+
+    def default_calibration(self, labels: list[str], seen_labels: list[str] | None = None) -> float:
+        """The model file's GZSI calibration where ``labels`` mix trained and new names, else 0:
+        C only trades seen against unseen names, and lowering every asked label alike would just
+        deflate the scores."""
+        seen = set(self.seen if seen_labels is None else seen_labels)
+        mixed = any(n in seen for n in labels) and any(n not in seen for n in labels)
+        return self.gzsi_calibration if mixed else 0.0
 
     def logit_offsets(self, labels: list[str], seen_labels: list[str] | None, calibration: float) -> torch.Tensor | None:
         """[1 + C]: -calibration on the seen labels' scores (GZSI calibration), 0 elsewhere."""
@@ -107,7 +133,7 @@ class InstanceSegmenter(InferenceBase):
                                f"{cfg.max_size} px its short side would be {min(h, w) * factor:.1f} px "
                                f"(at least {self.MIN_RESIZED_SIDE}); crop it first")
 
-    def detect(self, image, labels: list[str], *, seen_labels: list[str] | None = None, calibration: float = 0.0,
+    def detect(self, image, labels: list[str], *, seen_labels: list[str] | None = None, calibration: float | None = None,
                score_threshold: float = 0.05, mask_threshold: float = 0.5, max_detections: int = 100,
                nms_across_labels: float | None = None) -> Instances:
         """Instances of ``labels`` in ``image`` (a path, PIL image or uint8 [H, W, 3]).
@@ -115,6 +141,8 @@ class InstanceSegmenter(InferenceBase):
         Detection keeps one box per label (per-label NMS, as COCO evaluation expects), so an
         object may come back under several labels; ``nms_across_labels=IOU`` keeps only the
         best-scoring label where boxes of different labels overlap by more than IOU (for display).
+        ``calibration`` (GZSI: subtracted from the scores of ``seen_labels``, by default the classes
+        the model trained on) defaults to ``default_calibration``; pass 0 for none.
         """
         return self.detect_batch([image], labels, seen_labels=seen_labels, calibration=calibration,
                                  score_threshold=score_threshold, mask_threshold=mask_threshold,
@@ -122,18 +150,21 @@ class InstanceSegmenter(InferenceBase):
 
     @torch.no_grad()
     def detect_batch(self, images: list, labels: list[str], *, seen_labels: list[str] | None = None,
-                     calibration: float = 0.0, score_threshold: float = 0.05, mask_threshold: float = 0.5,
+                     calibration: float | None = None, score_threshold: float = 0.05, mask_threshold: float = 0.5,
                      max_detections: int = 100, nms_across_labels: float | None = None) -> list[Instances]:
         """``detect`` for several images (any sizes) in one network pass. The detector pads a batch
         to its largest image, so results near the borders can differ slightly from one at a time."""
         labels = self.check_labels(labels)
+        if calibration is None:
+            calibration = self.default_calibration(labels, seen_labels)
         arrays = [self.as_rgb_array(image) for image in images]
         for array in arrays:
             self.check_work(*array.shape[:2])
         start = time.perf_counter()
         emb = self.embed(labels)  # labels checked above
         xs = [image_to_tensor(a).to(self.device) for a in arrays]
-        outputs = self.model(xs, emb, logit_offsets=self.logit_offsets(labels, seen_labels, calibration)) if xs else []
+        outputs = self.model(xs, emb, logit_offsets=self.logit_offsets(labels, seen_labels, calibration),
+                             relay=self.box_relay(labels, emb)) if xs else []
         results = []
         for out in outputs:
             keep = out["scores"] >= score_threshold

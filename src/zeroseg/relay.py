@@ -9,12 +9,19 @@ its text similarity to that combination (ConSE, Norouzi et al., ICLR 2014, "Zero
 by Convex Combination of Semantic Embeddings"). Whether a pixel is background is still decided
 by the direct scores (the background label against the best other label); only the naming among
 the other labels changes, so a binary query ``[background, name]`` gives the direct answer.
+
+``BoxRelay`` is the same rule for a detector's box classifier (ZSI): every box is a "pixel" whose
+scores are [background, asked labels], so objectness stays the detector's and only the name is
+relayed.
 """
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
 
-__all__ = ["relay_logits"]
+import torch
+import torch.nn.functional as F
+
+__all__ = ["relay_logits", "BoxRelay"]
 
 
 def relay_logits(direct: torch.Tensor, vocabulary_logits: torch.Tensor, similarity: torch.Tensor,
@@ -47,3 +54,34 @@ def relay_logits(direct: torch.Tensor, vocabulary_logits: torch.Tensor, similari
         out[:, named] = scale * (s - s.amax(dim=1, keepdim=True))
         out[:, background] = direct[:, background] - direct[:, named].amax(dim=1)
     return out
+
+
+@dataclass
+class BoxRelay:
+    """The relay for box scores [N, 1 + C] (column 0: background), as ZSI's RoI heads take it.
+
+    ``embeddings``: the trained vocabulary's text embeddings [V, D], scored by the box head in
+    the same pass as the asked labels; ``similarity``: text cosines [V, C] between vocabulary and
+    asked labels; ``scale`` turns the relay's similarity differences into logits (detectors have
+    no logit scale of their own, so it is chosen on val like ``top_k``).
+    """
+
+    embeddings: torch.Tensor
+    similarity: torch.Tensor
+    top_k: int
+    scale: float
+
+    @classmethod
+    def from_text(cls, vocabulary: torch.Tensor, labels: torch.Tensor, top_k: int, scale: float) -> "BoxRelay":
+        """From raw text embeddings of the vocabulary [V, D] and the asked labels [C, D]."""
+        vocabulary, labels = F.normalize(vocabulary.float(), dim=-1), F.normalize(labels.float(), dim=-1)
+        return cls(vocabulary, vocabulary @ labels.T, int(top_k), float(scale))
+
+    def __call__(self, direct: torch.Tensor, vocabulary_logits: torch.Tensor) -> torch.Tensor:
+        """Box logits [N, 1 + C] from the direct ones and the vocabulary's [N, V]."""
+        # a zero column for the background, so columns line up with ``direct`` (relay_logits
+        # never reads the background's relay score)
+        similarity = torch.cat([self.similarity.new_zeros(self.similarity.shape[0], 1), self.similarity], 1)
+        out = relay_logits(direct[:, :, None, None], vocabulary_logits[:, :, None, None], similarity,
+                           0, self.top_k, self.scale)
+        return out[:, :, 0, 0]

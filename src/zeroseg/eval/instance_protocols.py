@@ -117,7 +117,9 @@ def summary_line(result: dict[str, Any]) -> str:
 __all__ = ["MODES", "evaluate_instances", "select_images", "summary_line"]
 
 
-CALIBRATION_GRID = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0)
+CALIBRATION_GRID = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0)
+RELAY_TOP_K_GRID = (5, 0)  # 0 here: the whole trained vocabulary
+RELAY_SCALE_GRID = (10.0, 20.0, 40.0, 80.0)
 
 
 def choose_instance_calibration(segmenter: Any, gt: dict[str, Any], image_root: str | Path, trained_ids: list[int],
@@ -137,6 +139,35 @@ def choose_instance_calibration(segmenter: Any, gt: dict[str, Any], image_root: 
                       "map50_calibration": r["unseen"]["map50"], "hm_map50": r["hm"]["map50"]})
     best = max(table, key=lambda row: (-1.0 if row["hm_map50"] is None else row["hm_map50"], -row["calibration"]))
     return {"calibration": best["calibration"], "hm_map50": best["hm_map50"], "table": table}
+
+
+def choose_instance_relay(segmenter: Any, gt: dict[str, Any], image_root: str | Path, trained_ids: list[int],
+                          calibration_ids: list[int], top_k_grid: Sequence[int] = RELAY_TOP_K_GRID,
+                          scale_grid: Sequence[float] = RELAY_SCALE_GRID, max_images: int | None = None,
+                          progress: bool = True) -> dict[str, Any]:
+    """Whether (and how) to name boxes through the trained classes (``zeroseg.relay.BoxRelay``),
+    chosen without unseen classes: the ZSI protocol on the val split ``gt`` with the calibration
+    classes as the asked, never-trained names; the best calibration-class mask mAP@0.5 wins, the
+    relay off on ties. ``top_k`` 0 in the grid means the whole vocabulary. The segmenter's
+    relay settings are left as they were."""
+    if not calibration_ids:
+        raise ZerosegError("the model has no calibration classes (train with calibration_classes: N)")
+    before = (segmenter.relay_top_k, segmenter.relay_scale)
+    vocabulary = len(segmenter.seen)
+    settings = [(0, before[1])] + [(k or vocabulary, float(s)) for k in top_k_grid for s in scale_grid]
+    table = []
+    try:
+        for top_k, scale in settings:
+            segmenter.relay_top_k, segmenter.relay_scale = top_k, scale
+            r = evaluate_instances(segmenter, gt, image_root, trained_ids, calibration_ids, "zsi",
+                                   max_images=max_images, progress=progress)
+            table.append({"top_k": top_k, "scale": scale, "map50_calibration": r["map50"],
+                          "recall100_calibration": r["recall100"]["0.5"]})
+    finally:
+        segmenter.relay_top_k, segmenter.relay_scale = before
+    best = max(table, key=lambda row: (row["map50_calibration"] or 0.0, row["top_k"] == 0))
+    return {"top_k": best["top_k"], "scale": best["scale"], "map50_calibration": best["map50_calibration"],
+            "num_images": len(select_images(gt, "zsi", calibration_ids, max_images)), "table": table}
 
 
 def instance_ground_truth(data: str | Path | None = None, split: str = "test", coco_split: str | None = None,

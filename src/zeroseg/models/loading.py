@@ -232,9 +232,12 @@ def model_extra(path: str | Path) -> dict:
 
 
 def write_model_extra(src: str | Path, dst: str | Path, update: dict) -> None:
-    """Copy a zeroseg .safetensors to ``dst`` with ``update`` merged into its ``extra`` metadata."""
+    """Copy a zeroseg .safetensors (semantic or instance) to ``dst`` with ``update`` merged into
+    its ``extra`` metadata."""
+    from .zsi.model import SAFETENSORS_FORMAT as ZSI_FORMAT  # zsi imports this module's neighbours
+
     meta = read_safetensors_metadata(src)
-    if meta.get("format") != SAFETENSORS_FORMAT:
-        raise ZerosegError(f"{src} is not a zeroseg model (no '{SAFETENSORS_FORMAT}' metadata)")
+    if meta.get("format") not in (SAFETENSORS_FORMAT, ZSI_FORMAT):
+        raise ZerosegError(f"{src} is not a zeroseg model (no '{SAFETENSORS_FORMAT}' or '{ZSI_FORMAT}' metadata)")
     meta["extra"] = json.dumps({**model_extra(src), **update})
     weight_io.write_safetensors(dst, weight_io.read_safetensors(src), meta)

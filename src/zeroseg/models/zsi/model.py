@@ -167,7 +167,7 @@ class ZSIModel(nn.Module):
 
     def forward(self, images: list[torch.Tensor], class_embeddings: torch.Tensor,
                 targets: list[dict[str, torch.Tensor]] | None = None,
-                logit_offsets: torch.Tensor | None = None):
+                logit_offsets: torch.Tensor | None = None, relay=None):
         if self.training and self.config.train_min_sizes:
             # one random size per batch (torchvision's transform draws one per image)
             sizes = self.config.train_min_sizes
@@ -178,7 +178,7 @@ class ZSIModel(nn.Module):
         proposals, rpn_losses = self.rpn(batch, features, targets)
         matrix = self.class_matrix(class_embeddings)
         detections, head_losses = self.roi_heads(features, proposals, batch.image_sizes, matrix, targets,
-                                                 logit_offsets)
+                                                 logit_offsets, relay)
         if self.training:
             return {**rpn_losses, **head_losses}
         self.transform.min_size = (self.config.min_size,)

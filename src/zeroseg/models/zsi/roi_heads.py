@@ -10,7 +10,9 @@ class ZSIRoIHeads(RoIHeads):
 
     ``class_embeddings`` [K, D] (row 0 = background) is passed with every call, so the label
     set can change between calls; ``logit_offsets`` [K] is added to the box scores at
-    inference only (GZSI calibration: a negative offset on seen classes).
+    inference only (GZSI calibration: a negative offset on seen classes). ``relay`` (inference
+    only, e.g. ``zeroseg.relay.BoxRelay``) has ``.embeddings`` [V, D] (L2-normalized rows, like the labels'), scored in the same pass,
+    and maps (box logits [N, K], vocabulary logits [N, V]) to new box logits before the offsets.
     """
 
     def __init__(self, *args, reconstruction_weight: float = 1.0, **kwargs):
@@ -20,7 +22,7 @@ class ZSIRoIHeads(RoIHeads):
     def forward(self, features: dict[str, torch.Tensor], proposals: list[torch.Tensor],
                 image_shapes: list[tuple[int, int]], class_embeddings: torch.Tensor,
                 targets: list[dict[str, torch.Tensor]] | None = None,
-                logit_offsets: torch.Tensor | None = None) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+                logit_offsets: torch.Tensor | None = None, relay=None) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
         labels = matched_idxs = regression_targets = None
         if self.training:
             if targets is None:
@@ -28,7 +30,13 @@ class ZSIRoIHeads(RoIHeads):
             proposals, matched_idxs, labels, regression_targets = self.select_training_samples(proposals, targets)
 
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
-        class_logits, box_regression, box_reconstruction = self.box_predictor(box_features, class_embeddings)
+        relayed = relay is not None and not self.training
+        rows = torch.cat([class_embeddings, relay.embeddings.to(class_embeddings)]) if relayed else class_embeddings
+        class_logits, box_regression, box_reconstruction = self.box_predictor(box_features, rows)
+        if relayed:  # the vocabulary's columns name the box; its deltas are the same class-agnostic ones
+            k = class_embeddings.shape[0]
+            class_logits = relay(class_logits[:, :k], class_logits[:, k:])
+            box_regression = box_regression[:, :4 * k]
 
         result: list[dict[str, torch.Tensor]] = []
         losses: dict[str, torch.Tensor] = {}

@@ -2,7 +2,7 @@
 styles and CPU inference time.
 
 Run: .venv/bin/python benchmarks/bench_default_model.py --data DIR [--model default]
-(DIR from `zeroseg data synth --out DIR`, default seed 0). Writes
+(DIR from `zeroseg data synth --out DIR`, default seed 0; add --update-inference to re-time only). Writes
 benchmarks/results/default_model.json and, per protocol, metrics + charts under
 benchmarks/results/eval_<protocol>/. Nothing here tunes anything on test data or unseen classes:
 the one choice made (the GZS seen-score offset) is made on the val split with the model's
@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 from common import RESULTS, write_results
 
 import zeroseg
@@ -54,11 +55,29 @@ def main() -> None:
     parser.add_argument("--out", default="default_model", help="results name (benchmarks/results/NAME.json)")
     parser.add_argument("--no-styles", action="store_true", help="skip the re-styled test scenes")
     parser.add_argument("--only", default=None, help="comma-separated runs to do (e.g. fixed,fixed_shuffled_text)")
+    parser.add_argument("--update-inference", action="store_true",
+                        help="only re-measure the inference time and write it into the existing results file "
+                             "(for a quiet machine: the full run shares the CPU with nothing, but the time is noisy)")
     args = parser.parse_args()
 
     seg = zeroseg.load_model(args.model)
     data = SynthDataset(args.data, "test")
     extra = model_extra(args.model)
+    if args.update_inference:
+        path = RESULTS / f"{args.out}.json"
+        results = json.loads(path.read_text())
+        seconds = round(inference_seconds(seg, data), 4)
+        # every measurement stays on record: on a shared VM they spread widely
+        history = results.setdefault("inference_measurements_s", [results.get("inference_s_per_image_median")])
+        history.append(seconds)
+        results["inference_threads"] = torch.get_num_threads()
+        results["inference_s_per_image_median"] = seconds
+        if "targets" in results:
+            results["targets"]["inference<=0.15s"] = seconds <= 0.15
+        results.pop("machine", None)  # write_results records this run's machine
+        write_results(args.out, results)
+        print("inference median", seconds, "s per image")
+        return
     results: dict = {"model": args.model, "data": args.data, "test_images": len(data)}
     results["inference_s_per_image_median"] = round(inference_seconds(seg, data), 4)
     prefix = "" if args.out == "default_model" else f"{args.out}_"

@@ -1,6 +1,7 @@
 """The README's demo figure: the four overlays `make demo` writes, tiled 2 x 2.
 
     make demo && .venv/bin/python examples/make_demo_figure.py [demo_out] [docs/demo_overlays.png]
+    .venv/bin/python examples/make_demo_figure.py demo_out/instances docs/demo_instances.png "*_instances.png"
 """
 import io
 import sys
@@ -25,9 +26,10 @@ def tile(paths: list[Path], columns: int = 2) -> Image.Image:
 def main() -> None:
     src = Path(sys.argv[1] if len(sys.argv) > 1 else "demo_out")
     out = Path(sys.argv[2] if len(sys.argv) > 2 else "docs/demo_overlays.png")
-    paths = sorted(src.glob("*_overlay.png"))
+    pattern = sys.argv[3] if len(sys.argv) > 3 else "*_overlay.png"
+    paths = sorted(src.glob(pattern))
     if not paths:
-        sys.exit(f"no *_overlay.png in {src}: run `make demo` first")
+        sys.exit(f"no {pattern} in {src}: run `make demo` first")
     buf = io.BytesIO()
     tile(paths).save(buf, format="PNG")
     write_bytes_atomic(out, buf.getvalue())

@@ -234,7 +234,7 @@ def model_extra(path: str | Path) -> dict:
 def write_model_extra(src: str | Path, dst: str | Path, update: dict) -> None:
     """Copy a zeroseg .safetensors (semantic or instance) to ``dst`` with ``update`` merged into
     its ``extra`` metadata."""
-    from .zsi.model import SAFETENSORS_FORMAT as ZSI_FORMAT  # zsi imports this module's neighbours
+    from .zsi.model import SAFETENSORS_FORMAT as ZSI_FORMAT  # heavy: torchvision detection, only for this
 
     meta = read_safetensors_metadata(src)
     if meta.get("format") not in (SAFETENSORS_FORMAT, ZSI_FORMAT):

@@ -38,7 +38,7 @@ from ...errors import ZerosegError
 from ..encoders import TimmConvEncoder
 from ..weight_io import metadata_json, read_model_file, read_safetensors, write_safetensors
 from .heads import SemanticBoxPredictor, SemanticMaskPredictor
-from .roi_heads import ZSIRoIHeads
+from .roi_heads import BoxScoreRelay, ZSIRoIHeads
 from .rpn import BackgroundAwareRPNHead
 
 SAFETENSORS_FORMAT = "zeroseg/zsi-1"
@@ -167,7 +167,7 @@ class ZSIModel(nn.Module):
 
     def forward(self, images: list[torch.Tensor], class_embeddings: torch.Tensor,
                 targets: list[dict[str, torch.Tensor]] | None = None,
-                logit_offsets: torch.Tensor | None = None, relay=None):
+                logit_offsets: torch.Tensor | None = None, relay: BoxScoreRelay | None = None):
         if self.training and self.config.train_min_sizes:
             # one random size per batch (torchvision's transform draws one per image)
             sizes = self.config.train_min_sizes

@@ -1,8 +1,18 @@
 """RoI heads whose predictors take the class embeddings as an input (torchvision parts otherwise)."""
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss, maskrcnn_loss
+
+
+class BoxScoreRelay(Protocol):
+    """What the heads need of a relay (``zeroseg.relay.BoxRelay`` is one)."""
+
+    embeddings: torch.Tensor  # [V, D], scored by the box head beside the asked labels
+
+    def __call__(self, direct: torch.Tensor, vocabulary_logits: torch.Tensor) -> torch.Tensor: ...
 
 
 class ZSIRoIHeads(RoIHeads):
@@ -22,7 +32,8 @@ class ZSIRoIHeads(RoIHeads):
     def forward(self, features: dict[str, torch.Tensor], proposals: list[torch.Tensor],
                 image_shapes: list[tuple[int, int]], class_embeddings: torch.Tensor,
                 targets: list[dict[str, torch.Tensor]] | None = None,
-                logit_offsets: torch.Tensor | None = None, relay=None) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+                logit_offsets: torch.Tensor | None = None,
+                relay: BoxScoreRelay | None = None) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
         labels = matched_idxs = regression_targets = None
         if self.training:
             if targets is None:

@@ -17,7 +17,7 @@ from common import RESULTS, write_results
 
 from zeroseg.data.coco_instances import read_instances
 from zeroseg.eval.coco_metrics import category_split, format_instance_summary
-from zeroseg.eval.instance_protocols import choose_instance_calibration, evaluate_instances
+from zeroseg.eval.instance_protocols import category_ids, choose_instance_calibration, evaluate_instances
 from zeroseg.instance_segmenter import load_instance_model
 
 
@@ -56,9 +56,8 @@ def main() -> None:
     held = extra.get("calibration_classes") or []
     if held:
         val = read_instances(args.data, "val")
-        ids = {c["name"]: int(c["id"]) for c in val["categories"]}
-        trained = [ids[n] for n in extra["labels"] if n in ids]
-        cal = choose_instance_calibration(seg, val, args.data, trained, [ids[n] for n in held],
+        trained = category_ids(val, extra["labels"])
+        cal = choose_instance_calibration(seg, val, args.data, trained, category_ids(val, held),
                                           max_images=args.max_images, progress=False)
         results["gzsi_calibration"] = cal
         # the test split's seen classes include the calibration classes; the offset lowers only

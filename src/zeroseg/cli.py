@@ -30,10 +30,7 @@ def cmd_segment(args) -> int:
         segmenter = load_model(args.model, args.arch_option, args.block_depth, device=args.device)
     if args.template:
         segmenter.set_templates(args.template)
-    if args.relay is not None:
-        if args.relay and not segmenter.relay_vocabulary:
-            raise ZerosegError("--relay needs a model file that records its training labels (a zeroseg .safetensors)")
-        segmenter.relay_top_k = args.relay
+    _set_relay(segmenter, args.relay, segmenter.relay_vocabulary)
     options = dict(window=args.window, flip=args.flip, refine=args.refine,
                    refine_options=refine_options(args),
                    scales=MULTISCALE if args.multiscale else (1.0,))
@@ -118,7 +115,7 @@ def cmd_calibrate(args) -> int:
 
 def cmd_calibrate_instances(args) -> int:
     from .data.coco_instances import read_instances  # startup
-    from .eval.instance_protocols import choose_instance_calibration, choose_instance_relay  # startup
+    from .eval.instance_protocols import category_ids, choose_instance_calibration, choose_instance_relay  # startup
     from .instance_segmenter import load_instance_model  # startup
     from .models.loading import write_model_extra  # startup
     from .models.registry import bundled_weights_path  # startup
@@ -128,12 +125,7 @@ def cmd_calibrate_instances(args) -> int:
     seg.relay_top_k = 0  # choose from the model as trained
     held, labels = seg.extra.get("calibration_classes") or [], seg.seen
     val = read_instances(args.data, "val")
-    ids = {c["name"]: int(c["id"]) for c in val["categories"]}
-    missing = [n for n in held + labels if n not in ids]
-    if missing:
-        raise ZerosegError(f"{args.data} val split lacks the model's classes (e.g. {missing[0]!r}): "
-                           "calibrate on the benchmark the model was trained on")
-    trained, calibration = [ids[n] for n in labels], [ids[n] for n in held]
+    trained, calibration = category_ids(val, labels), category_ids(val, held)
     update: dict = {"relay_top_k": 0}
     if not args.no_relay:
         relay = choose_instance_relay(seg, val, args.data, trained, calibration, max_images=args.max_images)
@@ -270,7 +262,7 @@ def cmd_instances(args) -> int:
     jobs = plan_jobs(args.inputs, args.out, args.glob)
     out = ensure_writable_dir(args.out)
     segmenter = load_instance_model(args.model, device=args.device)
-    _set_instance_relay(segmenter, args.relay)
+    _set_relay(segmenter, args.relay, segmenter.seen)
     calibration = segmenter.default_calibration(labels) if args.calibration is None else args.calibration
     options = dict(calibration=calibration, score_threshold=args.score_threshold,
                    max_detections=args.max_detections, nms_across_labels=args.nms_across_labels)
@@ -279,11 +271,12 @@ def cmd_instances(args) -> int:
     return summary.exit_code
 
 
-def _set_instance_relay(segmenter, top_k: int | None) -> None:
+def _set_relay(segmenter, top_k: int | None, vocabulary: list[str]) -> None:
+    """``--relay K`` (semantic or instance segmenter); None keeps the model file's choice."""
     if top_k is None:
         return
-    if top_k and not segmenter.seen:
-        raise ZerosegError("--relay needs a model file that records its training labels")
+    if top_k and not vocabulary:
+        raise ZerosegError("--relay needs a model file that records its training labels (a zeroseg .safetensors)")
     segmenter.relay_top_k = top_k
 
 
@@ -298,7 +291,7 @@ def cmd_eval_instances(args) -> int:
     gt, image_root, seen, unseen = instance_ground_truth(args.data, args.split, args.coco_split, args.data_root,
                                                          args.coco_annotations, args.coco_images)
     segmenter = load_instance_model(args.model, device=args.device)
-    _set_instance_relay(segmenter, args.relay)
+    _set_relay(segmenter, args.relay, segmenter.seen)
     for mode in (("zsi", "gzsi") if args.mode == "both" else (args.mode,)):
         result = evaluate_instances(segmenter, gt, image_root, seen, unseen, mode, calibration=args.calibration,
                                     text_control=args.text_control, max_images=args.max_images,

@@ -66,6 +66,7 @@ class Instances:
         cats = ids[self.label_ids] if len(self) else np.zeros(0, np.int64)
         return to_coco_results(image_id, self.boxes, self.scores, cats, self.masks)
 
+
 DEFAULT_RELAY_SCALE = 10.0  # relay logits per unit of text cosine, when a model file does not say
 
 
@@ -102,11 +103,14 @@ class InstanceSegmenter(InferenceBase):
     def embeddings(self, labels: list[str]) -> torch.Tensor:
         return self.embed(self.check_labels(labels))  # empty or duplicate labels are errors
 
+    def _seen_set(self, seen_labels: list[str] | None) -> set[str]:
+        return set(self.seen if seen_labels is None else seen_labels)
+
     def default_calibration(self, labels: list[str], seen_labels: list[str] | None = None) -> float:
         """The model file's GZSI calibration where ``labels`` mix trained and new names, else 0:
         C only trades seen against unseen names, and lowering every asked label alike would just
         deflate the scores."""
-        seen = set(self.seen if seen_labels is None else seen_labels)
+        seen = self._seen_set(seen_labels)
         mixed = any(n in seen for n in labels) and any(n not in seen for n in labels)
         return self.gzsi_calibration if mixed else 0.0
 
@@ -114,7 +118,7 @@ class InstanceSegmenter(InferenceBase):
         """[1 + C]: -calibration on the seen labels' scores (GZSI calibration), 0 elsewhere."""
         if not calibration:
             return None
-        seen = set(self.seen if seen_labels is None else seen_labels)
+        seen = self._seen_set(seen_labels)
         offsets = torch.zeros(len(labels) + 1)
         for i, name in enumerate(labels):
             if name in seen:

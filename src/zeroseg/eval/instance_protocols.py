@@ -122,6 +122,16 @@ RELAY_TOP_K_GRID = (5, 0)  # 0 here: the whole trained vocabulary
 RELAY_SCALE_GRID = (10.0, 20.0, 40.0, 80.0)
 
 
+def category_ids(gt: dict[str, Any], names: Sequence[str]) -> list[int]:
+    """The ids of ``names`` among ``gt``'s categories; a missing name is an error."""
+    ids = {c["name"]: int(c["id"]) for c in gt["categories"]}
+    missing = [n for n in names if n not in ids]
+    if missing:
+        raise ZerosegError(f"the ground truth has no category {missing[0]!r} (of {len(missing)} missing): "
+                           "use the benchmark the model was trained on")
+    return [ids[n] for n in names]
+
+
 def choose_instance_calibration(segmenter: Any, gt: dict[str, Any], image_root: str | Path, trained_ids: list[int],
                                 calibration_ids: list[int], values: Sequence[float] = CALIBRATION_GRID,
                                 max_images: int | None = None, progress: bool = True) -> dict[str, Any]:
@@ -194,5 +204,4 @@ def instance_ground_truth(data: str | Path | None = None, split: str = "test", c
     gt = read_coco_json(ann, ZerosegError)
     chosen = coco_zsi_split(coco_split)
     gt = filter_coco(gt, chosen["seen"] + chosen["unseen"], drop_images_without=True)
-    ids = {c["name"]: int(c["id"]) for c in gt["categories"]}
-    return gt, root / coco_images, [ids[n] for n in chosen["seen"]], [ids[n] for n in chosen["unseen"]]
+    return gt, root / coco_images, category_ids(gt, chosen["seen"]), category_ids(gt, chosen["unseen"])

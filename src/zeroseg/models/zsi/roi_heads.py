@@ -21,8 +21,9 @@ class ZSIRoIHeads(RoIHeads):
     ``class_embeddings`` [K, D] (row 0 = background) is passed with every call, so the label
     set can change between calls; ``logit_offsets`` [K] is added to the box scores at
     inference only (GZSI calibration: a negative offset on seen classes). ``relay`` (inference
-    only, e.g. ``zeroseg.relay.BoxRelay``) has ``.embeddings`` [V, D] (L2-normalized rows, like the labels'), scored in the same pass,
-    and maps (box logits [N, K], vocabulary logits [N, V]) to new box logits before the offsets.
+    only, e.g. ``zeroseg.relay.BoxRelay``) has ``.embeddings`` [V, D] (L2-normalized rows, like
+    the labels'), scored in the same pass, and maps (box logits [N, K], vocabulary logits
+    [N, V]) to new box logits before the offsets.
     """
 
     def __init__(self, *args, reconstruction_weight: float = 1.0, **kwargs):

@@ -9,6 +9,7 @@ from conftest import TINY_CONV, TINY_VIT
 from zeroseg.api import Segmenter
 from zeroseg.cli import main
 from zeroseg.errors import ZerosegError
+from zeroseg.models.lseg import upsample_logits
 from zeroseg.models.registry import create_model
 
 pytest.importorskip("onnxruntime", reason="the onnx runtime is an optional dependency (CI installs it)")
@@ -44,6 +45,8 @@ def test_onnx_matches_pytorch(name, minilm, tmp_path):
         got = net(x, text)
         assert got.shape == ref.shape and (got - ref).abs().max() < 1e-3
         assert (got.argmax(1) == ref.argmax(1)).float().mean() > 0.999
+        half = net(x, text, upsample=False)  # what the file holds: logits at half resolution
+        assert half.shape[-2:] == (h // 2, w // 2) and (upsample_logits(half) - got).abs().max() < 1e-5
 
 
 def test_segment_with_onnx_runtime_gives_the_same_label_maps(tiny_model_file, sample_images, tmp_path, capsys):
@@ -130,3 +133,24 @@ def test_default_model_onnx_gives_identical_label_maps_on_the_example_images(tmp
             x = torch_seg._pad(x)
             ref = torch_seg.model.pixel_embeddings(x)
         assert (onnx_seg.model.pixel_embeddings(x) - ref).abs().max() < 1e-4
+
+
+def test_an_onnx_file_of_another_format_version_is_refused_with_one_line(tiny_model_file, sample_images, tmp_path,
+                                                                       capsys):
+    import onnx
+
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(tiny_model_file), str(out)]) == 0
+    proto = onnx.load(str(out))
+    for entry in proto.metadata_props:
+        if entry.key == "format":
+            entry.value = "zeroseg/lseg-onnx-1"  # an older export: full-resolution logits
+    old = tmp_path / "old.onnx"
+    onnx.save(proto, str(old))
+    with pytest.raises(ZerosegError, match="export it again"):
+        load_onnx_model(old)
+    capsys.readouterr()
+    rc = main(["segment", str(sample_images / "noise.png"), "--labels", "a,b", "--model", str(old),
+               "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "lseg-onnx-1" in err[0]

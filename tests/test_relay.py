@@ -12,6 +12,7 @@ from zeroseg import load_model
 from zeroseg.cli import main
 from zeroseg.data.dataset import SynthDataset
 from zeroseg.models.loading import write_model_extra
+from zeroseg.models.lseg import upsample_logits
 from zeroseg.relay import BoxRelay, relay_logits
 
 SCALE = 1 / 0.07
@@ -87,12 +88,16 @@ def test_segmenter_relays_through_the_model_files_vocabulary(relay_model, tiny_m
     image = np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)
     labels = ["other", "dog", "blue bar"]
     got = seg.segment(image, labels)
-    x = seg.prepare(image)  # the same pass by hand: direct + vocabulary logits, relay, resize, softmax
-    both = seg.logits(x, labels + seg.relay_vocabulary)
+    # the same pass by hand: direct + vocabulary logits at the network's half resolution, relay,
+    # x2 upsampling, crop of the stride padding, resize to the image, softmax
+    x = seg.prepare(image)
+    h, w = x.shape[-2:]
     text = seg.text_embeddings(labels)
+    with torch.no_grad():
+        half = seg.model(seg._pad(x), torch.cat([text, seg.text_embeddings(seg.relay_vocabulary)]), upsample=False)
     sim = F.normalize(seg.text_embeddings(seg.relay_vocabulary), dim=-1) @ F.normalize(text, dim=-1).T
-    want = F.interpolate(relay_logits(both[:, :3], both[:, 3:], sim, 0, 2, seg.config.logit_scale), size=(40, 56),
-                         mode="bilinear", align_corners=False)[0].softmax(0).numpy()
+    relayed = upsample_logits(relay_logits(half[:, :3], half[:, 3:], sim, 0, 2, seg.config.logit_scale))[..., :h, :w]
+    want = F.interpolate(relayed, size=(40, 56), mode="bilinear", align_corners=False)[0].softmax(0).numpy()
     assert np.allclose(got.probs, want, atol=1e-5)
     seg.relay_top_k = 0  # off: the plain model
     plain = load_model(tiny_model_file)

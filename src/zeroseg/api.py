@@ -13,7 +13,7 @@ from .errors import ZerosegError
 from .images import image_to_tensor
 from .inference import InferenceBase
 from .models import loading, registry
-from .models.lseg import LSegConfig, LSegNet
+from .models.lseg import LSegConfig, LSegNet, upsample_logits
 from .relay import relay_logits
 from .text import create_text_encoder
 from .text.base import CachedTextEncoder, TextEncoder
@@ -92,6 +92,18 @@ class Segmenter(InferenceBase):
     def _logits(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         return self.model(self._pad(x), text)[..., :h, :w]
+
+    def _relayed(self, x: torch.Tensor, text: torch.Tensor, num_labels: int, own: torch.Tensor,
+                 similarity: torch.Tensor, background: int | None) -> torch.Tensor:
+        """The relay's logits [B, num_labels, H, W] for one whole (unwindowed) input. The relay
+        runs at the network's half resolution, before the x2 upsampling: its softmax over the
+        whole trained vocabulary is most of the cost, and a quarter of the pixels changes well
+        under 0.1% of the decisions (measured on the synthetic test split)."""
+        h, w = x.shape[-2:]
+        half = self.model(self._pad(x), text, upsample=False)
+        out = relay_logits(half[:, :num_labels] + own, half[:, num_labels:], similarity, background,
+                           self.relay_top_k, float(self.config.logit_scale))
+        return upsample_logits(out)[..., :h, :w]
 
     # -- images in, label maps out -------------------------------------------------------
     def _windowed(self, x: torch.Tensor, text: torch.Tensor, window: int | None) -> torch.Tensor:
@@ -244,11 +256,14 @@ class Segmenter(InferenceBase):
             xs = self.prepare(batch, short_side, scale)
             for flipped in ((False, True) if flip else (False,)):
                 inp = xs.flip(-1) if flipped else xs
-                both = self._windowed(inp, text, window)
-                out = both[:, :len(labels)] + own
-                if relay:  # per pass, at the network's resolution (cheaper than at the image's)
-                    out = relay_logits(out, both[:, len(labels):], similarity, background, self.relay_top_k,
-                                       float(self.config.logit_scale))
+                if relay and not (window and max(inp.shape[-2:]) > window):
+                    out = self._relayed(inp, text, len(labels), own, similarity, background)
+                else:
+                    both = self._windowed(inp, text, window)
+                    out = both[:, :len(labels)] + own
+                    if relay:  # per pass, at the network's resolution (cheaper than at the image's)
+                        out = relay_logits(out, both[:, len(labels):], similarity, background, self.relay_top_k,
+                                           float(self.config.logit_scale))
                 out = out.flip(-1) if flipped else out
                 total += F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
         total = total / (len(scales) * (2 if flip else 1))

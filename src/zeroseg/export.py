@@ -27,9 +27,9 @@ from torch import nn
 
 from .errors import ZerosegError
 from .io import atomic_path
-from .models.lseg import LSegConfig, LSegNet
+from .models.lseg import LSegConfig, LSegNet, upsample_logits
 
-ONNX_FORMAT = "zeroseg/lseg-onnx-1"
+ONNX_FORMAT = "zeroseg/lseg-onnx-2"  # 2: logits at half resolution (1: full)
 OPSET = 18
 
 __all__ = ["ONNX_FORMAT", "ZSI_ONNX_FORMAT", "export_onnx", "export_zsi_onnx", "OnnxLSeg"]
@@ -55,7 +55,9 @@ class _ExportGraph(nn.Module):
 
     def forward(self, images: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pixels = self.model.pixel_embeddings(images)
-        return self.model.score(pixels, text), pixels
+        # half-resolution logits: the runtime upsamples them (``upsample_logits``) after any
+        # per-pixel work that is cheaper on a quarter of the pixels (the seen-class relay)
+        return self.model.score(pixels, text, upsample=False), pixels
 
 
 def export_onnx(model: LSegNet, path: str | Path, *, text_encoder: str | None = None, sample_size: int = 64,
@@ -77,7 +79,7 @@ def export_onnx(model: LSegNet, path: str | Path, *, text_encoder: str | None = 
     text = F.normalize(torch.randn(num_labels, cfg.embed_dim), dim=1)
     graph = _ExportGraph(model).eval()
     dims = {"images": {0: "batch", 2: "height", 3: "width"}, "text": {0: "labels"},
-            "logits": {0: "batch", 1: "labels", 2: "height", 3: "width"},
+            "logits": {0: "batch", 1: "labels", 2: "height_2", 3: "width_2"},
             "pixels": {0: "batch", 2: "height_2", 3: "width_2"}}
     with atomic_path(path) as tmp, torch.no_grad(), _quiet_exporter():
         torch.onnx.export(graph, (images, text), str(tmp), input_names=["images", "text"],
@@ -97,7 +99,7 @@ def export_onnx(model: LSegNet, path: str | Path, *, text_encoder: str | None = 
 
 class OnnxLSeg:
     """An onnxruntime session with the interface ``Segmenter`` needs from an ``LSegNet``:
-    ``stride``, ``config``, ``__call__(x, text) -> logits`` and ``pixel_embeddings(x)``."""
+    ``stride``, ``config``, ``__call__(x, text, upsample=True) -> logits`` and ``pixel_embeddings(x)``."""
 
     def __init__(self, path: str | Path, threads: int | None = None):
         try:
@@ -115,6 +117,9 @@ class OnnxLSeg:
         except Exception as e:  # onnxruntime raises its own exception types for bad files
             raise ZerosegError(f"cannot read ONNX model {path}: {str(e).strip().splitlines()[0][:200]}") from None
         meta = self.session.get_modelmeta().custom_metadata_map
+        if meta.get("format", "").startswith("zeroseg/lseg-onnx-") and meta["format"] != ONNX_FORMAT:
+            raise ZerosegError(f"{path} was exported by another zeroseg version ({meta['format']}, this one reads "
+                               f"{ONNX_FORMAT}): export it again with `zeroseg export`")
         if meta.get("format") != ONNX_FORMAT:
             raise ZerosegError(f"{path} is not a zeroseg ONNX export (no '{ONNX_FORMAT}' metadata)")
         try:
@@ -151,8 +156,9 @@ class OnnxLSeg:
                  "text": np.ascontiguousarray(text.detach().cpu().float().numpy())}
         return self.session.run(None, feeds)
 
-    def __call__(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self._run(x, text)[0])
+    def __call__(self, x: torch.Tensor, text: torch.Tensor, upsample: bool = True) -> torch.Tensor:
+        half = torch.from_numpy(self._run(x, text)[0])
+        return upsample_logits(half) if upsample else half
 
     def pixel_embeddings(self, x: torch.Tensor) -> torch.Tensor:
         text = torch.zeros(1, self.config.embed_dim)

@@ -91,6 +91,12 @@ def _spread_hooks(depth: int) -> list[int]:
     return [depth * (i + 1) // 4 - 1 for i in range(4)]
 
 
+def upsample_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Half-resolution logits [B, C, h, w] -> the input's resolution [B, C, 2h, 2w] (the official
+    LSeg head's bilinear x2, corners aligned)."""
+    return F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=True)
+
+
 class BoundaryHead(nn.Module):
     """A light head predicting label boundaries from decoder features (SAZS's edge branch)."""
 
@@ -130,12 +136,14 @@ class LSegNet(nn.Module):
         """L2-normalized pixel embeddings [B, embed_dim, H/2, W/2]."""
         return F.normalize(self.head(self.decoder_features(x)), dim=1)
 
-    def score(self, pixels: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """Logits at full resolution from normalized pixel embeddings and text embeddings [C, D]."""
+    def score(self, pixels: torch.Tensor, text: torch.Tensor, upsample: bool = True) -> torch.Tensor:
+        """Logits from normalized pixel embeddings and text embeddings [C, D]: at the input's
+        resolution, or with ``upsample=False`` at the embeddings' (half of it; ``upsample_logits``
+        finishes them), which lets per-pixel work on many labels run on a quarter of the pixels."""
         text = F.normalize(text.to(pixels.dtype), dim=-1)
         logits = self.logit_scale * torch.einsum("bdhw,cd->bchw", pixels, text)
         logits = self.spatial_reg(logits)
-        return F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=True)
+        return upsample_logits(logits) if upsample else logits
 
     def add_edge_head(self) -> None:
         """Give a model without one a (fresh) boundary head, e.g. to fine-tune with the edge loss."""
@@ -143,13 +151,14 @@ class LSegNet(nn.Module):
             self.edge_head = BoundaryHead(self.config.features)
             self.config.edge_head = True
 
-    def forward(self, x: torch.Tensor, text: torch.Tensor, with_edges: bool = False):
-        """``x``: normalized images [B, 3, H, W]; ``text``: label embeddings [C, D] -> [B, C, H, W].
+    def forward(self, x: torch.Tensor, text: torch.Tensor, with_edges: bool = False, upsample: bool = True):
+        """``x``: normalized images [B, 3, H, W]; ``text``: label embeddings [C, D] -> [B, C, H, W]
+        (``upsample=False``: [B, C, H/2, W/2], see ``score``).
 
         ``with_edges=True`` also returns boundary logits [B, 1, H, W] (needs ``edge_head``).
         """
         feats = self.decoder_features(x)
-        logits = self.score(F.normalize(self.head(feats), dim=1), text)
+        logits = self.score(F.normalize(self.head(feats), dim=1), text, upsample=upsample)
         if not with_edges:
             return logits
         if self.edge_head is None:

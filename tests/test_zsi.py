@@ -262,8 +262,8 @@ def test_instance_api_and_cli(trained, tmp_path, capsys):
     overlaps = box_iou(torch.from_numpy(merged.boxes), torch.from_numpy(merged.boxes)).fill_diagonal_(0)
     assert len(merged) <= len(seg.detect(image, ["red square", "blue bar"], score_threshold=0.0))
     assert (overlaps <= 0.5).all()  # no two kept boxes overlap more than the threshold, whatever their labels
-    calibrated = seg.detect(image, ["red square", "blue bar"], calibration=100.0, score_threshold=0.0)
-    assert set(calibrated.names()) <= {"blue bar"}  # "red square" is seen by this model
+    calibrated = seg.detect(image, ["red square", "blue bar"], calibration=100.0, score_threshold=1e-6)
+    assert set(calibrated.names()) <= {"blue bar"}  # "red square" is seen by this model (its scores: ~e^-100)
     with pytest.raises(ZerosegError, match="empty"):
         seg.detect(image, [])
 
@@ -290,6 +290,28 @@ def test_instance_api_and_cli(trained, tmp_path, capsys):
                  str(tmp_path / "nope.safetensors"), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("zeroseg: error: ") for line in err)
+
+
+def test_score_threshold_is_the_detectors_candidate_threshold(trained):
+    from PIL import Image
+
+    from zeroseg.instance_segmenter import load_instance_model
+
+    seg = load_instance_model(trained["out"] / "last.safetensors")
+    seg.model.roi_heads.score_thresh = 0.3  # a configured threshold that would hide most pairs
+    image = np.asarray(Image.open(next((trained["data"] / "test" / "images").glob("*.png"))).convert("RGB"))
+    labels = ["red square", "blue bar"]
+    every = seg.detect(image, labels, score_threshold=0.0, max_detections=1000)
+    proposals = seg.model.config.rpn_post_nms_top_n[1]
+    assert (every.scores < 0.3).any() and len(every) <= proposals * len(labels)
+    cut = float(np.median(every.scores))
+    shown = seg.detect(image, labels, score_threshold=cut)
+    assert shown.scores.min() >= cut and 0 < len(shown) < len(every)
+    # the pairs above the cut are the same whichever candidates competed for the ones kept
+    top = every.scores >= cut
+    assert np.array_equal(shown.scores, every.scores[top][:len(shown)])
+    assert np.array_equal(shown.boxes, every.boxes[top][:len(shown)])
+    assert seg.model.roi_heads.score_thresh == 0.3  # the call's threshold does not stay behind
 
 
 def test_instance_relay_and_its_calibration(trained, tmp_path, capsys):
@@ -328,7 +350,7 @@ def test_instance_relay_and_its_calibration(trained, tmp_path, capsys):
     gzsi = load_instance_model(tmp_path / "c.safetensors")
     assert gzsi.default_calibration(["red square", "blue bar"]) == 100.0
     assert gzsi.default_calibration(["blue bar"]) == gzsi.default_calibration(["red square"]) == 0.0
-    assert set(gzsi.detect(image, ["red square", "blue bar"], score_threshold=0.0).names()) <= {"blue bar"}
+    assert set(gzsi.detect(image, ["red square", "blue bar"], score_threshold=1e-6).names()) <= {"blue bar"}
     assert "red square" in gzsi.detect(image, ["red square", "blue bar"], calibration=0.0, score_threshold=0.0).names()
     assert np.array_equal(gzsi.detect(image, ["red square"], score_threshold=0.0).scores,
                           load_instance_model(model).detect(image, ["red square"], score_threshold=0.0).scores)

@@ -167,8 +167,10 @@ class InstanceSegmenter(InferenceBase):
         start = time.perf_counter()
         emb = self.embed(labels)  # labels checked above
         xs = [image_to_tensor(a).to(self.device) for a in arrays]
+        # box-label candidates scoring under score_threshold are never kept: the detector drops
+        # them before NMS and the mask head (at 0, every pair competes for max_detections)
         outputs = self.model(xs, emb, logit_offsets=self.logit_offsets(labels, seen_labels, calibration),
-                             relay=self.box_relay(labels, emb)) if xs else []
+                             relay=self.box_relay(labels, emb), score_thresh=score_threshold) if xs else []
         results = []
         for out in outputs:
             keep = out["scores"] >= score_threshold

@@ -68,7 +68,7 @@ class ZSIConfig:
     rpn_pre_nms_top_n: list[int] = field(default_factory=lambda: [2000, 1000])   # train, test
     rpn_post_nms_top_n: list[int] = field(default_factory=lambda: [2000, 1000])
     box_batch_size_per_image: int = 512
-    box_score_thresh: float = 0.001         # low, so Recall@100 sees 100 detections
+    box_score_thresh: float = 0.001         # candidate threshold where a call names none (forward's score_thresh)
     box_nms_thresh: float = 0.5
     detections_per_img: int = 100
     description: str = ""
@@ -108,12 +108,13 @@ def _transform(cfg: ZSIConfig) -> GeneralizedRCNNTransform:
 
 
 class ZSIModel(nn.Module):
-    """``forward(images, class_embeddings, targets=None, logit_offsets=None)``.
+    """``forward(images, class_embeddings, targets=None, logit_offsets=None, relay=None, score_thresh=None)``.
 
     ``images``: list of float [3, H, W] in [0, 1]. ``class_embeddings``: [C, D] L2-normalized
     embeddings of the C labels (no background row: the model adds its own). Targets use labels
     1..C indexing those rows. Training returns a dict of losses; inference returns, per image,
-    {"boxes" [N, 4] xyxy, "scores" [N], "labels" [N] in 1..C, "masks" [N, 1, H, W] probabilities}.
+    {"boxes" [N, 4] xyxy, "scores" [N], "labels" [N] in 1..C, "masks" [N, 1, H, W] probabilities};
+    ``score_thresh`` there drops box-label candidates scoring at most it (None: the config's).
     """
 
     def __init__(self, config: ZSIConfig):
@@ -167,7 +168,8 @@ class ZSIModel(nn.Module):
 
     def forward(self, images: list[torch.Tensor], class_embeddings: torch.Tensor,
                 targets: list[dict[str, torch.Tensor]] | None = None,
-                logit_offsets: torch.Tensor | None = None, relay: BoxScoreRelay | None = None):
+                logit_offsets: torch.Tensor | None = None, relay: BoxScoreRelay | None = None,
+                score_thresh: float | None = None):
         if self.training and self.config.train_min_sizes:
             # one random size per batch (torchvision's transform draws one per image)
             sizes = self.config.train_min_sizes
@@ -178,7 +180,7 @@ class ZSIModel(nn.Module):
         proposals, rpn_losses = self.rpn(batch, features, targets)
         matrix = self.class_matrix(class_embeddings)
         detections, head_losses = self.roi_heads(features, proposals, batch.image_sizes, matrix, targets,
-                                                 logit_offsets, relay)
+                                                 logit_offsets, relay, score_thresh)
         if self.training:
             return {**rpn_losses, **head_losses}
         self.transform.min_size = (self.config.min_size,)

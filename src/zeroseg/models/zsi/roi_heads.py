@@ -23,7 +23,8 @@ class ZSIRoIHeads(RoIHeads):
     inference only (GZSI calibration: a negative offset on seen classes). ``relay`` (inference
     only, e.g. ``zeroseg.relay.BoxRelay``) has ``.embeddings`` [V, D] (L2-normalized rows, like
     the labels'), scored in the same pass, and maps (box logits [N, K], vocabulary logits
-    [N, V]) to new box logits before the offsets.
+    [N, V]) to new box logits before the offsets. ``score_thresh`` (inference only) replaces the
+    configured candidate threshold for one call.
     """
 
     def __init__(self, *args, reconstruction_weight: float = 1.0, **kwargs):
@@ -33,8 +34,8 @@ class ZSIRoIHeads(RoIHeads):
     def forward(self, features: dict[str, torch.Tensor], proposals: list[torch.Tensor],
                 image_shapes: list[tuple[int, int]], class_embeddings: torch.Tensor,
                 targets: list[dict[str, torch.Tensor]] | None = None,
-                logit_offsets: torch.Tensor | None = None,
-                relay: BoxScoreRelay | None = None) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+                logit_offsets: torch.Tensor | None = None, relay: BoxScoreRelay | None = None,
+                score_thresh: float | None = None) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
         labels = matched_idxs = regression_targets = None
         if self.training:
             if targets is None:
@@ -59,8 +60,8 @@ class ZSIRoIHeads(RoIHeads):
         else:
             if logit_offsets is not None:
                 class_logits = class_logits + logit_offsets
-            boxes, scores, det_labels = self.postprocess_detections(class_logits, box_regression, proposals,
-                                                                    image_shapes)
+            boxes, scores, det_labels = self._postprocess(class_logits, box_regression, proposals, image_shapes,
+                                                          score_thresh)
             result = [{"boxes": b, "labels": lab, "scores": s} for b, s, lab in zip(boxes, scores, det_labels)]
 
         if self.training:  # masks are learned on positive proposals only
@@ -91,3 +92,17 @@ class ZSIRoIHeads(RoIHeads):
                 for p, r in zip(probs.split([len(r["labels"]) for r in result]), result):
                     r["masks"] = p
         return result, losses
+
+    def _postprocess(self, class_logits: torch.Tensor, box_regression: torch.Tensor, proposals: list[torch.Tensor],
+                     image_shapes: list[tuple[int, int]], score_thresh: float | None):
+        """torchvision's ``postprocess_detections`` with this call's candidate threshold (None:
+        the configured one): a caller that scores detections down to 0 (Recall@100) needs every
+        box-label pair, one that shows boxes above 0.05 needs no masks for the rest."""
+        if score_thresh is None:
+            return self.postprocess_detections(class_logits, box_regression, proposals, image_shapes)
+        configured = self.score_thresh
+        self.score_thresh = float(score_thresh)
+        try:
+            return self.postprocess_detections(class_logits, box_regression, proposals, image_shapes)
+        finally:
+            self.score_thresh = configured

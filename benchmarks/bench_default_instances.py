@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--max-images", type=int, default=None)
     parser.add_argument("--out", default="default_instances")
     parser.add_argument("--relay", type=int, default=None, help="seen-class relay top-K (default: the file's; 0: off)")
+    parser.add_argument("--file-calibration", action="store_true",
+                        help="apply the GZSI calibration the model file records instead of choosing it on val again")
     args = parser.parse_args()
     start = time.perf_counter()
     seg = load_instance_model(args.model)
@@ -57,8 +59,11 @@ def main() -> None:
     if held:
         val = read_instances(args.data, "val")
         trained = category_ids(val, extra["labels"])
-        cal = choose_instance_calibration(seg, val, args.data, trained, category_ids(val, held),
-                                          max_images=args.max_images, progress=False)
+        if args.file_calibration:
+            cal = {"calibration": seg.gzsi_calibration, "source": "the model file (chosen on val by calibrate-instances)"}
+        else:
+            cal = choose_instance_calibration(seg, val, args.data, trained, category_ids(val, held),
+                                              max_images=args.max_images, progress=False)
         results["gzsi_calibration"] = cal
         # the test split's seen classes include the calibration classes; the offset lowers only
         # the classes the model trained on (InstanceSegmenter.detect's seen_labels)

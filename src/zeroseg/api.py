@@ -106,9 +106,13 @@ class Segmenter(InferenceBase):
         return upsample_logits(out)[..., :h, :w]
 
     # -- images in, label maps out -------------------------------------------------------
+    @staticmethod
+    def _needs_windows(x: torch.Tensor, window: int | None) -> bool:
+        return bool(window) and max(x.shape[-2:]) > window
+
     def _windowed(self, x: torch.Tensor, text: torch.Tensor, window: int | None) -> torch.Tensor:
         h, w = x.shape[-2:]
-        if not window or (h <= window and w <= window):
+        if not self._needs_windows(x, window):
             return self._logits(x, text)
         stride = max(1, window * 2 // 3)
         out = torch.zeros(x.shape[0], text.shape[0], h, w, device=x.device)
@@ -256,7 +260,7 @@ class Segmenter(InferenceBase):
             xs = self.prepare(batch, short_side, scale)
             for flipped in ((False, True) if flip else (False,)):
                 inp = xs.flip(-1) if flipped else xs
-                if relay and not (window and max(inp.shape[-2:]) > window):
+                if relay and not self._needs_windows(inp, window):
                     out = self._relayed(inp, text, len(labels), own, similarity, background)
                 else:
                     both = self._windowed(inp, text, window)

@@ -17,7 +17,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "zeroseg"
 LAYERS = [
     {"errors", "io", "progress", "device", "viz", "weights", "labels", "images"},
-    {"text", "models", "spectral", "relay"},
+    {"text", "models", "spectral", "relay", "mask_naming"},
     {"data"},
     {"eval"},
     {"train"},

@@ -497,3 +497,124 @@ def test_train_instances_under_torchrun_two_processes(trained, tmp_path):
     state = read_state(tmp_path / "run")
     assert state["world_size"] == 2 and state["global_step"] == 3
     assert json.loads(r.stdout[r.stdout.index("{"):])["world_size"] == 2
+
+
+class RampNamer:
+    """A semantic 'model' with known answers: label j's probability rises along x for j = 0 and
+    falls for j = 1 (the rest of the mass on the background label it is also asked)."""
+
+    background = "other"
+    source = "ramp"
+
+    def __init__(self):
+        self.asked: list[list[str]] = []
+
+    def segment(self, image, labels):
+        from zeroseg.api import Segmentation
+
+        self.asked.append(list(labels))
+        h, w = image.shape[:2]
+        x = np.broadcast_to(np.linspace(0.0, 0.8, w, dtype=np.float32), (h, w))
+        probs = np.zeros((len(labels), h, w), np.float32)
+        probs[0], probs[1] = x, 0.8 - x
+        probs[-1] = 1.0 - probs[0] - probs[1]
+        return Segmentation(probs.argmax(0), probs, list(labels))
+
+
+def test_mask_naming_rescoring(trained):
+    from PIL import Image
+
+    from zeroseg.instance_segmenter import load_instance_model
+    from zeroseg.mask_naming import candidate_threshold, rescore
+
+    assert np.allclose(rescore(np.array([0.5, 0.04]), np.array([0.2, 0.9]), 0.5), [0.1 ** 0.5, 0.036 ** 0.5])
+    assert np.array_equal(rescore(np.array([0.3], np.float32), np.array([0.0]), 0.0), np.array([0.3], np.float32))
+    assert candidate_threshold(0.25, 0.5) == 0.0625 and candidate_threshold(0.2, 0.0) == 0.2
+    assert candidate_threshold(0.2, 1.0) == 0.0
+    image = np.asarray(Image.open(next((trained["data"] / "test" / "images").glob("*.png"))).convert("RGB"))
+    labels = ["red square", "blue bar"]
+    seg = load_instance_model(trained["out"] / "last.safetensors")
+    assert seg.namer is None and seg.naming_weight == 0.0
+    plain = seg.detect(image, labels, score_threshold=0.0)
+    seg.namer = RampNamer()
+    opinion = seg.detect(image, labels, score_threshold=0.0)  # weight 0: the detector's scores, q recorded
+    assert seg.namer.asked[-1] == labels + ["other"]
+    assert np.array_equal(opinion.scores, plain.scores) and np.array_equal(opinion.boxes, plain.boxes)
+    # q: the ramp's mean inside each mask, worked out here from the mask's pixel columns
+    x = np.linspace(0.0, 0.8, image.shape[1])
+    for i in range(len(opinion)):
+        cols = np.nonzero(opinion.masks[i])[1]
+        expected = 0.0 if not len(cols) else float(np.mean(x[cols] if opinion.label_ids[i] == 0 else 0.8 - x[cols]))
+        assert abs(opinion.info["naming_q"][i] - expected) < 1e-5
+    seg.naming_weight = 0.5
+    mixed = seg.detect(image, labels, score_threshold=0.0)
+    want = np.sqrt(plain.scores * opinion.info["naming_q"])
+    order = np.argsort(-want, kind="stable")
+    assert np.allclose(mixed.scores, want[order], atol=1e-6) and np.array_equal(mixed.boxes, plain.boxes[order])
+    assert np.allclose(opinion.renamed(0.5).scores, mixed.scores, atol=1e-6)
+    # a threshold on the final score: exactly the detections that reach it, found from fewer candidates
+    cut = float(np.quantile(mixed.scores, 0.75))
+    shown = seg.detect(image, labels, score_threshold=cut)
+    assert 0 < len(shown) == int((mixed.scores >= cut).sum())
+    assert np.allclose(shown.scores, mixed.scores[:len(shown)], atol=1e-6)
+    assert seg.relay_settings()["mask_naming"] == {"model": "ramp", "weight": 0.5}
+    with pytest.raises(ZerosegError, match="no mask-naming opinion"):
+        plain.renamed(0.5)
+
+
+def test_mask_naming_from_the_model_file_and_its_choice_on_val(trained, tmp_path, capsys):
+    from conftest import TINY_CONV
+
+    from zeroseg.data.coco_instances import read_instances, write_instance_annotations
+    from zeroseg.eval.instance_protocols import NAMING_WEIGHT_GRID, choose_instance_naming
+    from zeroseg.instance_segmenter import load_instance_model
+    from zeroseg.models.loading import model_extra, save_safetensors, write_model_extra
+    from zeroseg.models.registry import create_model
+
+    torch.manual_seed(0)
+    namer_file = tmp_path / "namer.safetensors"
+    save_safetensors(namer_file, create_model(dict(TINY_CONV, embed_dim=32)), extra={"train_text_encoder": "random:32"})
+    model = tmp_path / "cal.safetensors"
+    write_model_extra(trained["out"] / "last.safetensors", model,
+                      {"labels": ["red square"], "calibration_classes": ["green disc"],
+                       "mask_naming": {"model": str(namer_file), "weight": 0.25}})
+    seg = load_instance_model(model)
+    assert seg.namer is not None and seg.naming_weight == 0.25 and seg.namer.source == str(namer_file)
+    off = load_instance_model(model, mask_naming=False)
+    assert off.namer is None and off.naming_weight == 0.0
+
+    write_instance_annotations(trained["data"], progress=False)
+    val = read_instances(trained["data"], "val")
+    ids = {c["name"]: int(c["id"]) for c in val["categories"]}
+    seg.namer = RampNamer()
+    chosen = choose_instance_naming(seg, val, trained["data"], [ids["red square"]], [ids["green disc"]],
+                                    progress=False)
+    assert seg.naming_weight == 0.25  # left as it was
+    assert [row["weight"] for row in chosen["table"]] == list(NAMING_WEIGHT_GRID)
+    best = max(row["map50_calibration"] for row in chosen["table"])
+    assert chosen["map50_calibration"] == best
+    assert chosen["weight"] == min(row["weight"] for row in chosen["table"] if row["map50_calibration"] == best)
+    # weight 0 is the detector alone: the relay-free mAP of the plain model
+    from zeroseg.eval.instance_protocols import evaluate_instances
+
+    alone = evaluate_instances(off, val, trained["data"], [ids["red square"]], [ids["green disc"]], "zsi",
+                               progress=False)
+    assert chosen["table"][0]["map50_calibration"] == alone["map50"]
+
+    out = tmp_path / "named.safetensors"
+    assert main(["calibrate-instances", str(model), "--data", str(trained["data"]), "--out", str(out),
+                 "--no-relay", "--namer", str(namer_file)]) == 0
+    extra = model_extra(out)["mask_naming"]
+    assert extra["model"] == str(namer_file) and extra["weight"] in NAMING_WEIGHT_GRID
+    assert "mask naming by" in capsys.readouterr().out
+    # the CLI's --mask-naming 0 runs the detector alone, whatever the file chose
+    detected = tmp_path / "det"
+    image = next((trained["data"] / "test" / "images").glob("*.png"))
+    assert main(["instances", str(image), "--labels", "red square,blue bar", "--model", str(model),
+                 "--mask-naming", "0", "--out", str(detected)]) == 0
+    record = json.loads((detected / f"{image.stem}_instances.json").read_text())
+    assert "mask_naming" not in record["options"]
+    assert main(["instances", str(image), "--labels", "red square,blue bar", "--model", str(model),
+                 "--mask-naming", "0.5", "--out", str(tmp_path / "det2")]) == 0
+    record = json.loads((tmp_path / "det2" / f"{image.stem}_instances.json").read_text())
+    assert record["options"]["mask_naming"] == {"model": str(namer_file), "weight": 0.5}

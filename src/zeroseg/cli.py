@@ -121,7 +121,7 @@ def cmd_calibrate_instances(args) -> int:
     from .models.registry import bundled_weights_path  # startup
 
     src = bundled_weights_path(args.model, "zsi") or Path(args.model)
-    seg = load_instance_model(src)
+    seg = load_instance_model(src, mask_naming=False)
     seg.relay_top_k = 0  # choose from the model as trained
     held, labels = seg.extra.get("calibration_classes") or [], seg.seen
     val = read_instances(args.data, "val")
@@ -134,6 +134,17 @@ def cmd_calibrate_instances(args) -> int:
               + ", ".join(f"{_relay_name(r)} {r['map50_calibration']:.3f}" for r in relay["table"])
               + f" -> {_relay_name(relay)}")
         seg.relay_top_k, seg.relay_scale = relay["top_k"], relay["scale"]
+    if args.namer:
+        from .api import load_model  # startup
+        from .eval.instance_protocols import choose_instance_naming  # startup
+
+        seg.namer = load_model(args.namer)
+        naming = choose_instance_naming(seg, val, args.data, trained, calibration, max_images=args.max_images)
+        update["mask_naming"] = {"model": str(args.namer), **naming}
+        print(f"mask naming by {args.namer} (calibration-class mask mAP@0.5 on val): "
+              + ", ".join(f"w={r['weight']:g} {r['map50_calibration']:.3f}" for r in naming["table"])
+              + f" -> {naming['weight']:g}")
+        seg.naming_weight = naming["weight"]
     cal = choose_instance_calibration(seg, val, args.data, trained, calibration, max_images=args.max_images)
     update["gzsi_calibration"] = cal
     print("GZSI calibration (harmonic mean mAP@0.5 on val, calibration classes as the unseen ones): "
@@ -254,21 +265,37 @@ def _eval_dataset(args) -> int:
 def cmd_instances(args) -> int:
     from .batch import plan_jobs, run_batch  # startup
     from .batch_tasks import InstanceTask  # startup
-    from .instance_segmenter import load_instance_model  # startup
     from .io import check_label_count, ensure_writable_dir, parse_labels  # startup
 
     labels = parse_labels(args.labels)
     check_label_count(labels)
     jobs = plan_jobs(args.inputs, args.out, args.glob)
     out = ensure_writable_dir(args.out)
-    segmenter = load_instance_model(args.model, device=args.device)
-    _set_relay(segmenter, args.relay, segmenter.seen)
+    segmenter = _load_instance_segmenter(args)
     calibration = segmenter.default_calibration(labels) if args.calibration is None else args.calibration
     options = dict(calibration=calibration, score_threshold=args.score_threshold,
                    max_detections=args.max_detections, nms_across_labels=args.nms_across_labels)
     summary = run_batch(InstanceTask(segmenter, labels, options), jobs, out, workers=args.workers,
                         batch_size=args.batch_size, resume=args.resume, max_input_pixels=args.max_input_pixels)
     return summary.exit_code
+
+
+def _load_instance_segmenter(args):
+    """The instance model with ``--relay`` and ``--mask-naming W`` / ``--namer MODEL`` applied (None:
+    the model file's choice; 0: off, and no semantic model is loaded)."""
+    from .instance_segmenter import load_instance_model  # startup
+
+    weight = args.mask_naming
+    segmenter = load_instance_model(args.model, device=args.device, mask_naming=weight != 0)
+    if weight or (weight is None and args.namer and segmenter.namer is not None):
+        if args.namer or segmenter.namer is None:
+            from .api import load_model  # startup
+
+            segmenter.namer = load_model(args.namer or "default", device=args.device)
+        if weight is not None:
+            segmenter.naming_weight = weight
+    _set_relay(segmenter, args.relay, segmenter.seen)
+    return segmenter
 
 
 def _set_relay(segmenter, top_k: int | None, vocabulary: list[str]) -> None:
@@ -282,7 +309,6 @@ def _set_relay(segmenter, top_k: int | None, vocabulary: list[str]) -> None:
 
 def cmd_eval_instances(args) -> int:
     from .eval.instance_protocols import evaluate_instances, instance_ground_truth, summary_line  # startup
-    from .instance_segmenter import load_instance_model  # startup
 
     if args.out:
         from .io import ensure_writable_dir  # startup
@@ -290,8 +316,7 @@ def cmd_eval_instances(args) -> int:
         ensure_writable_dir(args.out)
     gt, image_root, seen, unseen = instance_ground_truth(args.data, args.split, args.coco_split, args.data_root,
                                                          args.coco_annotations, args.coco_images)
-    segmenter = load_instance_model(args.model, device=args.device)
-    _set_relay(segmenter, args.relay, segmenter.seen)
+    segmenter = _load_instance_segmenter(args)
     for mode in (("zsi", "gzsi") if args.mode == "both" else (args.mode,)):
         result = evaluate_instances(segmenter, gt, image_root, seen, unseen, mode, calibration=args.calibration,
                                     text_control=args.text_control, max_images=args.max_images,

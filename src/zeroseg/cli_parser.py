@@ -64,6 +64,14 @@ def _add_size_limits(p: argparse.ArgumentParser) -> None:
                    help=f"refuse larger images, read from the header before decoding (default {MAX_INPUT_PIXELS})")
 
 
+def _add_mask_naming(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mask-naming", type=_float_in(0.0, 1.0), default=None, metavar="W",
+                   help="mix a semantic model's probability of each label inside the mask into the score with "
+                        "weight W (zeroseg.mask_naming; default: the model file's choice; 0: off)")
+    p.add_argument("--namer", default=None, metavar="MODEL",
+                   help="the semantic model for --mask-naming (default: the one the model file names, else default)")
+
+
 def _add_batch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--glob", default=None, metavar="PATTERN",
                    help="in input folders, take the files matching PATTERN (relative, ** for any depth; "
@@ -138,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="the synthetic benchmark the model was trained on (its val split)")
     p.add_argument("--out", required=True, help="the calibrated .safetensors to write")
     p.add_argument("--no-relay", action="store_true", help="do not choose the seen-class relay (leave it off)")
+    p.add_argument("--namer", default=None, metavar="MODEL",
+                   help="also choose mask naming by this semantic model (e.g. default; zeroseg.mask_naming)")
     p.add_argument("--max-images", type=int, default=None, help="at most this many val images per setting")
 
     p = sub.add_parser("convert", help="convert an official LSeg .ckpt to a zeroseg .safetensors (once)")
@@ -190,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--relay", type=_int_at_least(0), default=None, metavar="K",
                    help="name boxes through the model's top-K trained classes (seen-class relay, zeroseg.relay; "
                         "default: the model file's choice; 0: off)")
+    _add_mask_naming(p)
     p.add_argument("--device", default="cpu")
     _add_batch_args(p)
 
@@ -213,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iou-type", choices=("segm", "bbox"), default="segm")
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--out", default=None, help="write metrics_<mode>.json and example overlays here")
+    _add_mask_naming(p)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
 

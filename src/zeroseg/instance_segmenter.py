@@ -22,6 +22,7 @@ from .errors import ZerosegError
 from .eval.coco_metrics import to_coco_results
 from .images import image_to_tensor
 from .inference import InferenceBase
+from .mask_naming import candidate_threshold, mask_label_probabilities, naming_settings, rescore, semantic_labels
 from .models.loading import text_encoder_spec
 from .models.registry import bundled_weights_path, list_weights
 from .models.zsi.model import load_zsi_model
@@ -53,11 +54,25 @@ class Instances:
 
     def top(self, k: int) -> "Instances":
         """The ``k`` best-scoring detections (they are stored best first)."""
+        info = {key: (v[:k] if isinstance(v, np.ndarray) else v) for key, v in self.info.items()}
         return Instances(self.boxes[:k], self.scores[:k], self.label_ids[:k], self.masks[:k], self.labels,
-                         self.seconds, dict(self.info))
+                         self.seconds, info)
 
     def names(self) -> list[str]:
         return [self.labels[int(i)] for i in self.label_ids]
+
+    def renamed(self, weight: float) -> "Instances":
+        """These detections rescored with mask naming at ``weight`` (``zeroseg.mask_naming``), best
+        first: needs the detector's scores and the namer's ``q`` in ``info`` (a segmenter with a
+        namer records them)."""
+        if "naming_q" not in self.info:
+            raise ZerosegError("these detections carry no mask-naming opinion (detect with a namer)")
+        raw, q = self.info["detector_scores"], self.info["naming_q"]
+        scores = rescore(raw, q, weight)
+        order = np.argsort(-scores, kind="stable")
+        info = {**self.info, "detector_scores": raw[order], "naming_q": q[order], "naming_weight": float(weight)}
+        return Instances(self.boxes[order], scores[order], self.label_ids[order], self.masks[order], self.labels,
+                         self.seconds, info)
 
     def to_coco(self, image_id: int, category_ids: list[int] | None = None) -> list[dict[str, Any]]:
         """COCO result dicts (RLE masks); ``category_ids[i]`` is the id of ``labels[i]`` (default i + 1)."""
@@ -75,7 +90,7 @@ class InstanceSegmenter(InferenceBase):
     (its own resize and normalization) -> boxes, masks and scores above the threshold."""
 
     def __init__(self, model: torch.nn.Module, text_encoder: TextEncoder, source: str = "",
-                 extra: dict | None = None, device: str = "cpu"):
+                 extra: dict | None = None, device: str = "cpu", namer: Any = None, naming_weight: float | None = None):
         super().__init__(model, text_encoder, source, device)
         self.config = model.config
         self.extra = dict(extra or {})
@@ -84,6 +99,12 @@ class InstanceSegmenter(InferenceBase):
         self.relay_scale = float(self.extra.get("relay_scale", DEFAULT_RELAY_SCALE))
         # the GZSI calibration C chosen on val with the relay (`zeroseg calibrate-instances`)
         self.gzsi_calibration = float((self.extra.get("gzsi_calibration") or {}).get("calibration", 0.0))
+        # mask naming (zeroseg.mask_naming): a semantic Segmenter's probability of each detection's
+        # label inside its mask, mixed into the score with this weight (0: the detector alone)
+        self.namer = namer
+        self.naming_weight = float(naming_settings(self.extra)[1] if naming_weight is None else naming_weight)
+        if not 0.0 <= self.naming_weight <= 1.0:
+            raise ZerosegError(f"mask naming weight must be in [0, 1], got {self.naming_weight}")
 
     @property
     def seen(self) -> list[str]:
@@ -91,14 +112,31 @@ class InstanceSegmenter(InferenceBase):
         return list(self.extra.get("labels", []))
 
     def relay_settings(self) -> dict:
-        """What a model file records of the relay (``zeroseg calibrate-instances`` chooses it)."""
-        return {"relay_top_k": self.relay_top_k, "relay_scale": self.relay_scale}
+        """What a model file records of the relay and mask naming (``zeroseg calibrate-instances``
+        chooses them): what ``--resume`` must match."""
+        settings = {"relay_top_k": self.relay_top_k, "relay_scale": self.relay_scale}
+        if self.naming_active:
+            settings["mask_naming"] = {"model": getattr(self.namer, "source", ""), "weight": self.naming_weight}
+        return settings
+
+    @property
+    def naming_active(self) -> bool:
+        return self.namer is not None and self.naming_weight > 0.0
 
     def box_relay(self, labels: list[str], label_embeddings: torch.Tensor) -> BoxRelay | None:
         """The relay through the trained classes for this label set, or None when it is off."""
         if self.relay_top_k <= 0 or not self.seen:
             return None
         return BoxRelay.from_text(self.embed(self.seen), label_embeddings, self.relay_top_k, self.relay_scale)
+
+    def mask_naming_q(self, array: np.ndarray, labels: list[str], masks: np.ndarray,
+                      label_ids: np.ndarray) -> np.ndarray:
+        """The namer's mean probability of each detection's label inside its mask ([N])."""
+        if not len(label_ids):
+            return np.zeros(0, np.float32)
+        background = getattr(self.namer, "background", None)
+        seg = self.namer.segment(array, semantic_labels(labels, background))
+        return mask_label_probabilities(seg.probs, masks, label_ids)
 
     def embeddings(self, labels: list[str]) -> torch.Tensor:
         return self.embed(self.check_labels(labels))  # empty or duplicate labels are errors
@@ -167,33 +205,48 @@ class InstanceSegmenter(InferenceBase):
         start = time.perf_counter()
         emb = self.embed(labels)  # labels checked above
         xs = [image_to_tensor(a).to(self.device) for a in arrays]
-        # box-label candidates scoring under score_threshold are never kept: the detector drops
+        weight = self.naming_weight if self.naming_active else 0.0
+        # box-label candidates that cannot reach score_threshold are never kept: the detector drops
         # them before NMS and the mask head (at 0, every pair competes for max_detections)
         outputs = self.model(xs, emb, logit_offsets=self.logit_offsets(labels, seen_labels, calibration),
-                             relay=self.box_relay(labels, emb), score_thresh=score_threshold) if xs else []
+                             relay=self.box_relay(labels, emb),
+                             score_thresh=candidate_threshold(score_threshold, weight)) if xs else []
         results = []
-        for out in outputs:
-            keep = out["scores"] >= score_threshold
+        for array, out in zip(arrays, outputs):
+            boxes, scores = out["boxes"].cpu(), out["scores"].cpu()
+            label_ids = (out["labels"] - 1).cpu()
+            masks = out["masks"][:, 0].cpu() >= mask_threshold
+            info: dict[str, Any] = {}
+            if self.namer is not None:  # the namer's opinion is recorded even at weight 0
+                q = self.mask_naming_q(array, labels, masks.numpy(), label_ids.numpy())
+                info = {"detector_scores": scores.numpy(), "naming_q": q, "naming_weight": weight}
+                scores = torch.from_numpy(rescore(scores.numpy(), q, weight))
+            keep = scores >= score_threshold
             if nms_across_labels:
                 from torchvision.ops import nms  # heavy
 
                 survivors = torch.zeros_like(keep)
-                survivors[nms(out["boxes"], out["scores"], float(nms_across_labels))] = True
+                survivors[nms(boxes, scores, float(nms_across_labels))] = True
                 keep &= survivors
-            order = torch.argsort(out["scores"][keep], descending=True)[:max_detections]
-            pick = lambda t: t[keep][order].cpu()  # noqa: E731
-            masks = pick(out["masks"])[:, 0] >= mask_threshold
-            results.append(Instances(boxes=pick(out["boxes"]).numpy(), scores=pick(out["scores"]).numpy(),
-                                     label_ids=(pick(out["labels"]) - 1).numpy(), masks=masks.numpy(),
-                                     labels=labels))
+            order = torch.sort(scores[keep], descending=True, stable=True).indices[:max_detections]
+            pick = lambda t: t[keep][order]  # noqa: E731
+            if info:
+                info = {k: (v[keep.numpy()][order.numpy()] if isinstance(v, np.ndarray) else v)
+                        for k, v in info.items()}
+            results.append(Instances(boxes=pick(boxes).numpy(), scores=pick(scores).numpy(),
+                                     label_ids=pick(label_ids).numpy(), masks=pick(masks).numpy(),
+                                     labels=labels, info=info))
         for found in results:
             found.seconds = (time.perf_counter() - start) / len(results)
         return results
 
 
 def load_instance_model(source: str | Path = "default-instances", device: str = "cpu",
-                        text_encoder: TextEncoder | str | None = None) -> InstanceSegmenter:
-    """A ready ``InstanceSegmenter`` from a registered name with bundled weights or a zeroseg file."""
+                        text_encoder: TextEncoder | str | None = None, mask_naming: bool = True) -> InstanceSegmenter:
+    """A ready ``InstanceSegmenter`` from a registered name with bundled weights or a zeroseg file.
+
+    Where the file chose mask naming (``zeroseg.mask_naming``), the semantic model it names is
+    loaded too; ``mask_naming=False`` leaves it off (the detector's scores alone)."""
 
     path = bundled_weights_path(str(source), "zsi")
     if path is None:
@@ -208,5 +261,12 @@ def load_instance_model(source: str | Path = "default-instances", device: str = 
         text_encoder = text_encoder_spec(model.config.text_encoder, extra)
     if isinstance(text_encoder, str):
         text_encoder = create_text_encoder(text_encoder, cache=False)
-    return InstanceSegmenter(model, text_encoder, source=str(source), extra=extra, device=device)
+    namer_source, weight = naming_settings(extra)
+    namer = None
+    if mask_naming and namer_source:
+        from .api import load_model  # optional: only where the file chose mask naming
+
+        namer = load_model(namer_source, device=device)
+    return InstanceSegmenter(model, text_encoder, source=str(source), extra=extra, device=device, namer=namer,
+                             naming_weight=weight if namer is not None else 0.0)
 

@@ -11,6 +11,7 @@ must collapse. Metrics come from ``zeroseg.eval.coco_metrics`` (pycocotools).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -114,12 +115,12 @@ def summary_line(result: dict[str, Any]) -> str:
     return format_instance_summary(result)
 
 
-__all__ = ["MODES", "evaluate_instances", "select_images", "summary_line"]
+__all__ = ["MODES", "choose_instance_naming", "evaluate_instances", "select_images", "summary_line"]
 
 
-CALIBRATION_GRID = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0)
+CALIBRATION_GRID = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
 RELAY_TOP_K_GRID = (5, 0)  # 0 here: the whole trained vocabulary
-RELAY_SCALE_GRID = (10.0, 20.0, 40.0, 80.0)
+RELAY_SCALE_GRID = (10.0, 20.0, 40.0, 80.0, 160.0)
 
 
 def category_ids(gt: dict[str, Any], names: Sequence[str]) -> list[int]:
@@ -205,3 +206,54 @@ def instance_ground_truth(data: str | Path | None = None, split: str = "test", c
     chosen = coco_zsi_split(coco_split)
     gt = filter_coco(gt, chosen["seen"] + chosen["unseen"], drop_images_without=True)
     return gt, root / coco_images, category_ids(gt, chosen["seen"]), category_ids(gt, chosen["unseen"])
+
+
+NAMING_WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+class _Renaming:
+    """Stands in for an InstanceSegmenter with a namer: each image is detected once (the namer's
+    ``q`` recorded) and every later call rescores those detections at ``weight``, so a weight
+    grid costs one detection pass (at score threshold 0 the candidates do not depend on it)."""
+
+    def __init__(self, segmenter: Any):
+        self.segmenter, self.weight, self.source = segmenter, 0.0, getattr(segmenter, "source", "")
+        self._found: dict[tuple, Any] = {}
+
+    def detect(self, image: np.ndarray, labels: list[str], **options: Any) -> Any:
+        if options.get("score_threshold", 0.0) != 0.0:
+            raise ZerosegError("the naming grid runs at score threshold 0")
+        key = (hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest(), tuple(labels),
+               float(options.get("calibration") or 0.0))
+        if key not in self._found:
+            self._found[key] = self.segmenter.detect(image, labels, **options)
+        return self._found[key].renamed(self.weight)
+
+
+def choose_instance_naming(segmenter: Any, gt: dict[str, Any], image_root: str | Path, trained_ids: list[int],
+                           calibration_ids: list[int], weights: Sequence[float] = NAMING_WEIGHT_GRID,
+                           max_images: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """The mask-naming weight (``zeroseg.mask_naming``) chosen without unseen classes: the ZSI
+    protocol on the val split ``gt`` with the calibration classes as the asked names; the best
+    calibration-class mask mAP@0.5 wins (ties: the smaller weight). ``segmenter`` needs a namer;
+    its weight is left as it was."""
+    if not calibration_ids:
+        raise ZerosegError("the model has no calibration classes (train with calibration_classes: N)")
+    if getattr(segmenter, "namer", None) is None:
+        raise ZerosegError("mask naming needs a semantic model (the namer)")
+    before = segmenter.naming_weight
+    renaming = _Renaming(segmenter)
+    table = []
+    try:
+        segmenter.naming_weight = 0.0
+        for w in weights:
+            renaming.weight = float(w)
+            r = evaluate_instances(renaming, gt, image_root, trained_ids, calibration_ids, "zsi",
+                                   max_images=max_images, progress=progress and not table)
+            table.append({"weight": float(w), "map50_calibration": r["map50"],
+                          "recall100_calibration": r["recall100"]["0.5"]})
+    finally:
+        segmenter.naming_weight = before
+    best = max(table, key=lambda row: (row["map50_calibration"] or 0.0, -row["weight"]))
+    return {"weight": best["weight"], "map50_calibration": best["map50_calibration"],
+            "num_images": len(select_images(gt, "zsi", calibration_ids, max_images)), "table": table}

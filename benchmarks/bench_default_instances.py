@@ -5,7 +5,9 @@ the val split with the model's calibration classes (never with unseen classes or
 
 Rows (test split, mask IoU, pycocotools): ZSI unseen mAP@0.5 and Recall@100 at IoU 0.4/0.5/0.6;
 its shuffled-name control; GZSI seen / unseen / harmonic mean without and with calibration. The
-model runs with the relay its file records; --relay 0 switches it off (the direct box head).
+model runs with the relay and mask naming its file records; --relay 0 switches the relay off
+(the direct box head). With mask naming on, the ZSI rows are also given without it
+("zsi_without_mask_naming", from the same detections: zeroseg.eval.instance_protocols.Renaming).
 Writes benchmarks/results/default_instances.json and examples under eval_default_instances/.
 """
 from __future__ import annotations
@@ -17,7 +19,7 @@ from common import RESULTS, write_results
 
 from zeroseg.data.coco_instances import read_instances
 from zeroseg.eval.coco_metrics import category_split, format_instance_summary
-from zeroseg.eval.instance_protocols import category_ids, choose_instance_calibration, evaluate_instances
+from zeroseg.eval.instance_protocols import Renaming, category_ids, choose_instance_calibration, evaluate_instances
 from zeroseg.instance_segmenter import load_instance_model
 
 
@@ -48,8 +50,20 @@ def main() -> None:
     seen, unseen = category_split(test)
     out_dir = RESULTS / f"eval_{args.out}"
     # the model file's seen-class relay (chosen on val by `zeroseg calibrate-instances`)
-    results: dict = {"model": args.model, "data": args.data, "relay": seg.relay_settings()}
+    results: dict = {"model": args.model, "data": args.data, "relay": seg.relay_settings(),
+                     "mask_naming": seg.extra.get("mask_naming")}
+    weight = seg.naming_weight if seg.naming_active else 0.0
     for mode, control in (("zsi", None), ("zsi", "shuffle"), ("gzsi", None)):
+        if mode == "zsi" and weight:  # one detection pass, scored with and without mask naming
+            with Renaming(seg) as renaming:
+                for w, key in ((0.0, "_without_mask_naming"), (weight, "")):
+                    renaming.weight = w
+                    r = evaluate_instances(renaming, test, args.data, seen, unseen, mode, text_control=control,
+                                           max_images=args.max_images, progress=False,
+                                           out_dir=out_dir / f"{mode}{'_' + control if control else ''}{key}")
+                    print(mode, control or "", key, format_instance_summary(r), flush=True)
+                    results[mode + ("_shuffled_text" if control else "") + key] = row(r)
+            continue
         r = evaluate_instances(seg, test, args.data, seen, unseen, mode, text_control=control,
                                max_images=args.max_images, out_dir=out_dir / f"{mode}{'_' + control if control else ''}",
                                progress=False)

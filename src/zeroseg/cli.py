@@ -72,10 +72,14 @@ def cmd_export(args) -> int:
         from .export import export_zsi_onnx  # startup
         from .instance_segmenter import load_instance_model  # startup
 
-        instance_model = load_instance_model(args.model)
+        instance_model = load_instance_model(args.model, mask_naming=False)
         export_zsi_onnx(instance_model.model, out)
         if instance_model.relay_top_k:  # the relay runs beside the box head in torch, not in the graph
             print("note: the ONNX graph names boxes directly; the model's seen-class relay is not exported")
+        from .mask_naming import naming_settings  # startup
+
+        if naming_settings(instance_model.extra)[1]:  # a second network, outside the graph
+            print("note: the ONNX graph scores boxes by the detector alone; the model's mask naming is not exported")
     else:
         seg = load_model(args.model, args.arch_option, args.block_depth)
         export_onnx(seg.model, out, text_encoder=seg.config.text_encoder, label_offsets=seg.label_offsets,

@@ -115,7 +115,7 @@ def summary_line(result: dict[str, Any]) -> str:
     return format_instance_summary(result)
 
 
-__all__ = ["MODES", "choose_instance_naming", "evaluate_instances", "select_images", "summary_line"]
+__all__ = ["MODES", "Renaming", "choose_instance_naming", "evaluate_instances", "select_images", "summary_line"]
 
 
 CALIBRATION_GRID = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
@@ -211,14 +211,22 @@ def instance_ground_truth(data: str | Path | None = None, split: str = "test", c
 NAMING_WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-class _Renaming:
+class Renaming:
     """Stands in for an InstanceSegmenter with a namer: each image is detected once (the namer's
     ``q`` recorded) and every later call rescores those detections at ``weight``, so a weight
-    grid costs one detection pass (at score threshold 0 the candidates do not depend on it)."""
+    grid costs one detection pass (at score threshold 0 the candidates do not depend on it).
+    The segmenter's ``naming_weight`` is held at 0 while it is used (``with Renaming(...)``)."""
 
-    def __init__(self, segmenter: Any):
-        self.segmenter, self.weight, self.source = segmenter, 0.0, getattr(segmenter, "source", "")
+    def __init__(self, segmenter: Any, weight: float = 0.0):
+        self.segmenter, self.weight, self.source = segmenter, float(weight), getattr(segmenter, "source", "")
         self._found: dict[tuple, Any] = {}
+
+    def __enter__(self) -> "Renaming":
+        self._before, self.segmenter.naming_weight = self.segmenter.naming_weight, 0.0
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.segmenter.naming_weight = self._before
 
     def detect(self, image: np.ndarray, labels: list[str], **options: Any) -> Any:
         if options.get("score_threshold", 0.0) != 0.0:
@@ -241,19 +249,14 @@ def choose_instance_naming(segmenter: Any, gt: dict[str, Any], image_root: str |
         raise ZerosegError("the model has no calibration classes (train with calibration_classes: N)")
     if getattr(segmenter, "namer", None) is None:
         raise ZerosegError("mask naming needs a semantic model (the namer)")
-    before = segmenter.naming_weight
-    renaming = _Renaming(segmenter)
     table = []
-    try:
-        segmenter.naming_weight = 0.0
+    with Renaming(segmenter) as renaming:
         for w in weights:
             renaming.weight = float(w)
             r = evaluate_instances(renaming, gt, image_root, trained_ids, calibration_ids, "zsi",
                                    max_images=max_images, progress=progress and not table)
             table.append({"weight": float(w), "map50_calibration": r["map50"],
                           "recall100_calibration": r["recall100"]["0.5"]})
-    finally:
-        segmenter.naming_weight = before
     best = max(table, key=lambda row: (row["map50_calibration"] or 0.0, -row["weight"]))
     return {"weight": best["weight"], "map50_calibration": best["map50_calibration"],
             "num_images": len(select_images(gt, "zsi", calibration_ids, max_images)), "table": table}

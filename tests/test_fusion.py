@@ -51,6 +51,21 @@ def test_select_replaces_a_ragged_mask_by_the_matching_segment():
     assert np.array_equal(select_segments(probs, [square], iou_threshold=0.99), pred)
 
 
+def test_select_leaves_the_background_mask_as_predicted():
+    # a segment covering most of the background would otherwise replace its mask and hand the
+    # rest of it to the runner-up object label
+    pred = np.zeros((10, 10), int)
+    pred[4:6, 4:6] = 1
+    probs = _probs_from_labels(pred, 3)
+    probs[2] += 0.01  # label 2 is every pixel's runner-up
+    left = np.zeros((10, 10), bool)
+    left[:, :7] = True
+    plain = select_segments(probs, [left], iou_threshold=0.5)
+    assert (plain == 2).sum() > 0 and (plain[:, 7:] == 2).all()  # what the rule did to the background
+    kept = select_segments(probs, [left], iou_threshold=0.5, background=0)
+    assert np.array_equal(kept, pred)
+
+
 def test_oracle_uses_ground_truth_and_only_improves():
     truth = np.zeros((8, 8), int)
     truth[:, :4] = 1

@@ -281,7 +281,9 @@ class Segmenter(InferenceBase):
             if refine == "spectral":
                 from .spectral.fusion import spectral_refine  # heavy: scipy
 
-                label_map, info = spectral_refine(self, array, probs, short_side=short_side, **(refine_options or {}))
+                options = {"background": labels.index(self.background) if self.background in labels else None,
+                           **(refine_options or {})}
+                label_map, info = spectral_refine(self, array, probs, short_side=short_side, **options)
             results.append(Segmentation(label_map, probs, labels, info=info))
         for seg in results:
             seg.seconds = (time.perf_counter() - start) / len(results)

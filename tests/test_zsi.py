@@ -532,7 +532,7 @@ def test_mask_naming_rescoring(trained):
     assert candidate_threshold(0.25, 0.5) == 0.0625 and candidate_threshold(0.2, 0.0) == 0.2
     assert candidate_threshold(0.2, 1.0) == 0.0
     image = np.asarray(Image.open(next((trained["data"] / "test" / "images").glob("*.png"))).convert("RGB"))
-    labels = ["red square", "blue bar"]
+    labels = ["blue bar", "cat"]  # new names ("red square" and "green disc" are the trained ones)
     seg = load_instance_model(trained["out"] / "last.safetensors")
     assert seg.namer is None and seg.naming_weight == 0.0
     plain = seg.detect(image, labels, score_threshold=0.0)
@@ -560,6 +560,14 @@ def test_mask_naming_rescoring(trained):
     assert seg.relay_settings()["mask_naming"] == {"model": "ramp", "weight": 0.5}
     with pytest.raises(ZerosegError, match="no mask-naming opinion"):
         plain.renamed(0.5)
+    # labels that mix trained and new names (GZSI): the detector's scores alone
+    mixed_labels = ["red square", "cat"]
+    assert seg.mixes_trained_and_new(mixed_labels) and not seg.mixes_trained_and_new(labels)
+    asked = len(seg.namer.asked)
+    gzsi = seg.detect(image, mixed_labels, score_threshold=0.0, calibration=0.0)
+    assert len(seg.namer.asked) == asked and "naming_q" not in gzsi.info
+    seg.namer = None
+    assert np.array_equal(gzsi.scores, seg.detect(image, mixed_labels, score_threshold=0.0, calibration=0.0).scores)
 
 
 def test_mask_naming_from_the_model_file_and_its_choice_on_val(trained, tmp_path, capsys):
@@ -610,11 +618,11 @@ def test_mask_naming_from_the_model_file_and_its_choice_on_val(trained, tmp_path
     # the CLI's --mask-naming 0 runs the detector alone, whatever the file chose
     detected = tmp_path / "det"
     image = next((trained["data"] / "test" / "images").glob("*.png"))
-    assert main(["instances", str(image), "--labels", "red square,blue bar", "--model", str(model),
+    assert main(["instances", str(image), "--labels", "blue bar,cat", "--model", str(model),
                  "--mask-naming", "0", "--out", str(detected)]) == 0
     record = json.loads((detected / f"{image.stem}_instances.json").read_text())
     assert "mask_naming" not in record["options"]
-    assert main(["instances", str(image), "--labels", "red square,blue bar", "--model", str(model),
+    assert main(["instances", str(image), "--labels", "blue bar,cat", "--model", str(model),
                  "--mask-naming", "0.5", "--out", str(tmp_path / "det2")]) == 0
     record = json.loads((tmp_path / "det2" / f"{image.stem}_instances.json").read_text())
     assert record["options"]["mask_naming"] == {"model": str(namer_file), "weight": 0.5}

@@ -11,6 +11,10 @@ computed with the asked labels plus the semantic model's background label, and i
 
     s'_i = s_i ** (1 - w) * q_i ** w        (a weighted geometric mean; w = 0: the detector alone).
 
+Mask naming runs where the asked labels do not mix the models' training classes with new names:
+in the generalized setting the semantic model's own bias towards its training classes would
+overrule the detector (``InstanceSegmenter.names_by_mask``).
+
 The weight ``w`` is chosen on the val split with the calibration classes as the asked names
 (``zeroseg calibrate-instances``), never with unseen classes. Because ``q_i <= 1``, a
 detection needs ``s_i >= t ** (1 / (1 - w))`` to reach a final score ``t``: that is the

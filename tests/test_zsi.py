@@ -626,3 +626,42 @@ def test_mask_naming_from_the_model_file_and_its_choice_on_val(trained, tmp_path
                  "--mask-naming", "0.5", "--out", str(tmp_path / "det2")]) == 0
     record = json.loads((tmp_path / "det2" / f"{image.stem}_instances.json").read_text())
     assert record["options"]["mask_naming"] == {"model": str(namer_file), "weight": 0.5}
+
+
+class DistractedOracle(OracleSegmenter):
+    """The oracle, plus a copy of every true detection named by the last asked label, scored higher."""
+
+    def detect(self, image, labels, **kw):
+        from zeroseg.instance_segmenter import Instances
+
+        true = super().detect(image, labels, **kw)
+        n = len(true)
+        return Instances(boxes=np.concatenate([true.boxes, true.boxes]), scores=np.concatenate([true.scores + 0.05,
+                                                                                                 true.scores]),
+                         label_ids=np.concatenate([np.full(n, len(labels) - 1), true.label_ids]),
+                         masks=np.concatenate([true.masks, true.masks]), labels=list(labels))
+
+
+def test_val_protocols_ask_distractor_names_and_drop_their_detections(trained):
+    from zeroseg.data.coco_instances import read_instances, write_instance_annotations
+    from zeroseg.data.synth import distractor_names, load_class_list
+    from zeroseg.eval.coco_metrics import category_split
+    from zeroseg.eval.instance_protocols import evaluate_instances
+
+    avoid = ["bear face", "light bulb"]
+    names = distractor_names(30, avoid=avoid)
+    assert len(set(names)) == 30 and names == distractor_names(30, avoid=avoid)
+    assert not {c["name"] for c in load_class_list()} & set(names)
+    assert not any({"bear", "face", "light", "bulb"} & set(n.split()) for n in names)
+    assert distractor_names(30, avoid=avoid, seed=1) != names
+    with pytest.raises(ZerosegError, match="distractor names available"):
+        distractor_names(10 ** 6)
+
+    write_instance_annotations(trained["data"], progress=False)
+    gt = read_instances(trained["data"], "test")
+    seen, unseen = category_split(gt)
+    oracle = DistractedOracle(trained["data"])
+    r = evaluate_instances(oracle, gt, trained["data"], seen, unseen, "zsi", progress=False, distractors=names[:3])
+    assert oracle.asked[0] == UNSEEN + names[:3]
+    # the distractor's copies (the best scores) are dropped before scoring: the true ones score 1
+    assert r["map50"] == pytest.approx(1.0) and r["recall100"]["0.5"] == 1.0

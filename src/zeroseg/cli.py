@@ -119,6 +119,7 @@ def cmd_calibrate(args) -> int:
 
 def cmd_calibrate_instances(args) -> int:
     from .data.coco_instances import read_instances  # startup
+    from .data.synth import distractor_names  # startup
     from .eval.instance_protocols import category_ids, choose_instance_calibration, choose_instance_relay  # startup
     from .instance_segmenter import load_instance_model  # startup
     from .models.loading import write_model_extra  # startup
@@ -130,9 +131,15 @@ def cmd_calibrate_instances(args) -> int:
     held, labels = seg.extra.get("calibration_classes") or [], seg.seen
     val = read_instances(args.data, "val")
     trained, calibration = category_ids(val, labels), category_ids(val, held)
-    update: dict = {"relay_top_k": 0}
+    # ask as many new names on val as the test's unseen classes: names that are no class compete too
+    count = max(0, len(seg.extra.get("unseen") or []) - len(held)) if args.distractors is None else args.distractors
+    distractors = distractor_names(count, avoid=held) if count else []
+    update: dict = {"relay_top_k": 0, "val_distractors": distractors}
+    if distractors:
+        print(f"val protocols ask {len(distractors)} distractor names besides the {len(held)} calibration classes")
     if not args.no_relay:
-        relay = choose_instance_relay(seg, val, args.data, trained, calibration, max_images=args.max_images)
+        relay = choose_instance_relay(seg, val, args.data, trained, calibration, max_images=args.max_images,
+                                      distractors=distractors)
         update.update(relay_top_k=relay["top_k"], relay_scale=relay["scale"], relay_calibration=relay)
         print("seen-class relay (calibration-class mask mAP@0.5 on val): "
               + ", ".join(f"{_relay_name(r)} {r['map50_calibration']:.3f}" for r in relay["table"])
@@ -143,13 +150,15 @@ def cmd_calibrate_instances(args) -> int:
         from .eval.instance_protocols import choose_instance_naming  # startup
 
         seg.namer = load_model(args.namer)
-        naming = choose_instance_naming(seg, val, args.data, trained, calibration, max_images=args.max_images)
+        naming = choose_instance_naming(seg, val, args.data, trained, calibration, max_images=args.max_images,
+                                        distractors=distractors)
         update["mask_naming"] = {"model": str(args.namer), **naming}
         print(f"mask naming by {args.namer} (calibration-class mask mAP@0.5 on val): "
               + ", ".join(f"w={r['weight']:g} {r['map50_calibration']:.3f}" for r in naming["table"])
               + f" -> {naming['weight']:g}")
         seg.naming_weight = naming["weight"]
-    cal = choose_instance_calibration(seg, val, args.data, trained, calibration, max_images=args.max_images)
+    cal = choose_instance_calibration(seg, val, args.data, trained, calibration, max_images=args.max_images,
+                                      distractors=distractors)
     update["gzsi_calibration"] = cal
     print("GZSI calibration (harmonic mean mAP@0.5 on val, calibration classes as the unseen ones): "
           + ", ".join(f"C={r['calibration']:g} {r['hm_map50'] or 0:.3f}" for r in cal["table"])

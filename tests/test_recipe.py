@@ -185,6 +185,37 @@ def test_background_offset_is_chosen_on_calibration_classes(dataset):
     assert result["table"][0]["miou_calibration"] == 0.0  # uncalibrated, every disc is "other"
 
 
+class DistractedSegmenter:
+    """Like BackgroundHeavySegmenter, plus a distractor name that wins on every other row of the disc."""
+
+    def __init__(self, data: SynthDataset):
+        self.masks = {data.load(i)[0].tobytes(): data.load(i)[1] for i in range(len(data))}
+
+    def segment(self, image, labels, short_side=None, logit_offsets=None):
+        mask = self.masks[np.asarray(image).tobytes()]
+        assert labels == ["other", "green disc", "zebra crossing"]
+        disc = mask == 2
+        even = (np.arange(mask.shape[0]) % 2 == 0)[:, None]
+        logits = np.stack([np.where(disc, 2.0, 5.0), np.where(disc, 1.0, 0.0), np.where(disc & even, 4.5, -10.0)])
+        p = np.exp(logits - logits.max(0))
+
+        class Out:
+            probs = p / p.sum(0)
+        return Out()
+
+
+def test_background_offset_with_distractor_names(dataset):
+    from zeroseg.eval.calibration import choose_background_offset
+
+    data = SynthDataset(dataset, "val")
+    result = choose_background_offset(DistractedSegmenter(data), dataset, ["green disc"], progress=False,
+                                      distractors=["zebra crossing"])
+    assert result["distractors"] == ["zebra crossing"] and result["calibration_classes"] == ["green disc"]
+    # pixels the distractor takes are misses for the disc: 100 is out of reach once "other" is lowered
+    assert 0.0 < result["miou_calibration"] < 100.0
+    assert result["table"][0]["miou_calibration"] == 0.0
+
+
 def test_model_file_carries_label_offsets(tiny_model_file, tmp_path, capsys):
     from zeroseg import load_model
     from zeroseg.cli import main

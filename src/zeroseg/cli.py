@@ -90,6 +90,7 @@ def cmd_export(args) -> int:
 
 def cmd_calibrate(args) -> int:
     from .api import load_model  # startup
+    from .data.synth import distractor_names  # startup
     from .eval.calibration import choose_background_offset, choose_relay  # startup
     from .models.loading import model_extra, write_model_extra  # startup
     from .models.registry import bundled_weights_path  # startup
@@ -99,7 +100,12 @@ def cmd_calibrate(args) -> int:
     seg.label_offsets, seg.relay_top_k = {}, 0  # choose from the uncalibrated model
     extra = model_extra(src)
     held = extra.get("calibration_classes") or []
-    cal = choose_background_offset(seg, args.data, held)
+    # as many new names on val as the test's unseen classes (names that are no class compete too)
+    count = max(0, len(extra.get("unseen") or []) - len(held)) if args.distractors is None else args.distractors
+    distractors = distractor_names(count, avoid=held) if count and held else []
+    if distractors:
+        print(f"val asks {len(distractors)} distractor names besides the {len(held)} calibration classes")
+    cal = choose_background_offset(seg, args.data, held, distractors=distractors)
     background = (extra.get("labels") or ["other"])[0]
     print(f"'{background}' offset -{cal['offset']} (calibration-class mIoU {cal['miou_calibration']} on "
           f"{cal['num_images']} val images; 0: {cal['table'][0]['miou_calibration']})")
@@ -108,7 +114,7 @@ def cmd_calibrate(args) -> int:
         update["relay_top_k"] = 0
     else:  # with that offset: does naming through the trained classes help?
         seg.label_offsets = dict(update["label_offsets"])
-        relay = choose_relay(seg, args.data, held)
+        relay = choose_relay(seg, args.data, held, distractors=distractors)
         update.update(relay_top_k=relay["top_k"], relay_calibration=relay)
         print("seen-class relay: " + ", ".join(f"top-{r['top_k']} {r['miou_calibration']}" for r in relay["table"])
               + f" -> {relay['top_k'] or 'off'}")

@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="the synthetic benchmark the model was trained on (its val split)")
     p.add_argument("--out", required=True, help="the calibrated .safetensors to write")
     p.add_argument("--no-relay", action="store_true", help="do not choose the seen-class relay (leave it off)")
+    p.add_argument("--distractors", type=_int_at_least(0), default=None, metavar="N",
+                   help="names that are no class, asked on val besides the calibration classes (default: as many "
+                        "as make the test's number of unseen classes; 0: none)")
 
     p = sub.add_parser("calibrate-instances",
                        help="choose an instance model's seen-class relay and GZSI calibration on val")

@@ -103,45 +103,52 @@ def _pct(x: float) -> float | None:
     return None if math.isnan(x) else round(100.0 * x, 4)
 
 
-def _fixed_setting(data_dir: str | Path, calibration: Sequence[str], split: str,
-                   max_images: int | None) -> tuple[SynthDataset, list[str], np.ndarray, int]:
+def _fixed_setting(data_dir: str | Path, calibration: Sequence[str], split: str, max_images: int | None,
+                   distractors: Sequence[str] = ()) -> tuple[SynthDataset, list[str], np.ndarray, np.ndarray, int]:
     """The fixed setting with calibration classes as stand-ins: (data, labels "other" +
-    calibration, their class ids, images to look at)."""
+    calibration + distractors, the labels' class ids, the scored (calibration) class ids, images
+    to look at). ``distractors`` (``zeroseg.data.synth.distractor_names``: names that are no
+    class) are asked too, so that as many new names compete as in the test's fixed protocol; a
+    pixel named by one counts as "other" (a miss for its calibration class)."""
     calibration = _check_calibration(calibration)
     data = SynthDataset(data_dir, split)
-    ids = np.array([0, *(data.class_id(name) for name in calibration)])
-    return data, [OTHER, *calibration], ids, len(data) if max_images is None else min(len(data), max_images)
+    scored = np.array([data.class_id(name) for name in calibration])
+    ids = np.array([0, *scored, *([0] * len(distractors))])
+    labels = [OTHER, *calibration, *(str(d) for d in distractors)]
+    return data, labels, ids, scored, len(data) if max_images is None else min(len(data), max_images)
 
 
 def choose_background_offset(segmenter: Any, data_dir: str | Path, calibration: Sequence[str],
                              offsets: Sequence[float] = DEFAULT_OFFSETS, split: str = "val",
-                             max_images: int | None = None, progress: bool = True) -> dict:
+                             max_images: int | None = None, progress: bool = True,
+                             distractors: Sequence[str] = ()) -> dict:
     """The offset subtracted from "other"'s logits that maximizes the calibration classes' mIoU
     when the model is asked about "other" + calibration classes only (the fixed zero-shot
     setting, with held-out seen classes standing in for unseen ones; pixels of the classes it
     trained on are ignored, as the fixed protocol ignores seen pixels). Ties: the smaller offset."""
-    data, labels, ids, n = _fixed_setting(data_dir, calibration, split, max_images)
+    data, labels, ids, scored, n = _fixed_setting(data_dir, calibration, split, max_images, distractors)
     penalized = np.zeros(len(labels), np.float32)
     penalized[0] = 1.0
     # like the fixed protocol: only images showing a (stand-in) unseen class
     meters, used = _offset_sweep(segmenter, data, labels, ids, penalized, offsets, n, "calibrate other", progress,
-                                 only_images_with=ids[1:])
-    table = [{"offset": float(off), "miou_calibration": _pct(m.miou(list(ids[1:]))), "iou_other": _pct(m.iou()[0])}
+                                 only_images_with=scored)
+    table = [{"offset": float(off), "miou_calibration": _pct(m.miou(list(scored))), "iou_other": _pct(m.iou()[0])}
              for m, off in zip(meters, offsets)]
     best = _best(table, "miou_calibration")
     return {"offset": best["offset"], "miou_calibration": best["miou_calibration"], "split": split,
-            "num_images": used, "calibration_classes": labels[1:], "table": table}
+            "num_images": used, "calibration_classes": list(calibration), "distractors": list(distractors),
+            "table": table}
 
 
 def choose_relay(segmenter: Any, data_dir: str | Path, calibration: Sequence[str],
                  top_ks: Sequence[int] = (0, 5, 10, 20), split: str = "val", max_images: int | None = None,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, distractors: Sequence[str] = ()) -> dict:
     """The seen-class relay's ``top_k`` (``zeroseg.relay``; 0: off, and the whole vocabulary is
     always tried too) that maximizes the calibration classes' mIoU in the same setting as
     ``choose_background_offset`` ("other" + calibration classes, val images showing one, the
     segmenter's own offsets applied). Ties go to the smaller ``top_k``, so "off" wins a tie.
     The segmenter's ``relay_top_k`` is left as it was."""
-    data, labels, ids, n = _fixed_setting(data_dir, calibration, split, max_images)
+    data, labels, ids, scored, n = _fixed_setting(data_dir, calibration, split, max_images, distractors)
     vocabulary = len(segmenter.relay_vocabulary)
     if not vocabulary:
         raise ZerosegError("the model records no training labels to relay through")
@@ -151,10 +158,11 @@ def choose_relay(segmenter: Any, data_dir: str | Path, calibration: Sequence[str
         for k in sorted({min(int(k), vocabulary) for k in top_ks} | {vocabulary}):
             segmenter.relay_top_k = k
             meters, used = _offset_sweep(segmenter, data, labels, ids, np.zeros(len(labels), np.float32), (0.0,), n,
-                                         f"relay top-{k}", progress, only_images_with=ids[1:])
-            table.append({"top_k": k, "miou_calibration": _pct(meters[0].miou(list(ids[1:])))})
+                                         f"relay top-{k}", progress, only_images_with=scored)
+            table.append({"top_k": k, "miou_calibration": _pct(meters[0].miou(list(scored)))})
     finally:
         segmenter.relay_top_k = before
     best = max(table, key=lambda r: (-1 if r["miou_calibration"] is None else r["miou_calibration"], -r["top_k"]))
     return {"top_k": best["top_k"], "miou_calibration": best["miou_calibration"], "split": split,
-            "num_images": used, "vocabulary": vocabulary, "calibration_classes": labels[1:], "table": table}
+            "num_images": used, "vocabulary": vocabulary, "calibration_classes": list(calibration),
+            "distractors": list(distractors), "table": table}

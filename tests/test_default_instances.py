@@ -30,6 +30,11 @@ def test_bundled_within_40_mb_and_trained_on_seen_classes_only(model):
     held_out = model.extra.get("calibration_classes", [])  # seen classes kept for GZSI calibration
     assert sorted(model.seen + held_out) == sorted(seen_classes()) and not set(held_out) & set(model.seen)
     assert model.extra["unseen"] == unseen_classes() and not set(model.seen) & set(unseen_classes())
+    # its mask naming (chosen on val) asks the bundled semantic default, which holds out the same classes
+    record = model.extra["mask_naming"]
+    assert record["model"] == "default" and model.namer is not None and model.naming_weight == record["weight"] > 0
+    assert model.namer.source == "default"
+    assert zeroseg.load_model("default").relay_vocabulary and set(held_out).isdisjoint(model.namer.relay_vocabulary)
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -90,7 +90,6 @@ def cmd_export(args) -> int:
 
 def cmd_calibrate(args) -> int:
     from .api import load_model  # startup
-    from .data.synth import distractor_names  # startup
     from .eval.calibration import choose_background_offset, choose_relay  # startup
     from .models.loading import model_extra, write_model_extra  # startup
     from .models.registry import bundled_weights_path  # startup
@@ -100,11 +99,7 @@ def cmd_calibrate(args) -> int:
     seg.label_offsets, seg.relay_top_k = {}, 0  # choose from the uncalibrated model
     extra = model_extra(src)
     held = extra.get("calibration_classes") or []
-    # as many new names on val as the test's unseen classes (names that are no class compete too)
-    count = max(0, len(extra.get("unseen") or []) - len(held)) if args.distractors is None else args.distractors
-    distractors = distractor_names(count, avoid=held) if count and held else []
-    if distractors:
-        print(f"val asks {len(distractors)} distractor names besides the {len(held)} calibration classes")
+    distractors = _val_distractors(extra, held, args.distractors)
     cal = choose_background_offset(seg, args.data, held, distractors=distractors)
     background = (extra.get("labels") or ["other"])[0]
     print(f"'{background}' offset -{cal['offset']} (calibration-class mIoU {cal['miou_calibration']} on "
@@ -125,7 +120,6 @@ def cmd_calibrate(args) -> int:
 
 def cmd_calibrate_instances(args) -> int:
     from .data.coco_instances import read_instances  # startup
-    from .data.synth import distractor_names  # startup
     from .eval.instance_protocols import category_ids, choose_instance_calibration, choose_instance_relay  # startup
     from .instance_segmenter import load_instance_model  # startup
     from .models.loading import write_model_extra  # startup
@@ -137,12 +131,8 @@ def cmd_calibrate_instances(args) -> int:
     held, labels = seg.extra.get("calibration_classes") or [], seg.seen
     val = read_instances(args.data, "val")
     trained, calibration = category_ids(val, labels), category_ids(val, held)
-    # ask as many new names on val as the test's unseen classes: names that are no class compete too
-    count = max(0, len(seg.extra.get("unseen") or []) - len(held)) if args.distractors is None else args.distractors
-    distractors = distractor_names(count, avoid=held) if count else []
+    distractors = _val_distractors(seg.extra, held, args.distractors)
     update: dict = {"relay_top_k": 0, "val_distractors": distractors}
-    if distractors:
-        print(f"val protocols ask {len(distractors)} distractor names besides the {len(held)} calibration classes")
     if not args.no_relay:
         relay = choose_instance_relay(seg, val, args.data, trained, calibration, max_images=args.max_images,
                                       distractors=distractors)
@@ -172,6 +162,18 @@ def cmd_calibrate_instances(args) -> int:
     write_model_extra(src, args.out, update)
     print(f"-> {args.out}")
     return 0
+
+
+def _val_distractors(extra: dict, held: list[str], requested: int | None) -> list[str]:
+    """The distractor names a calibration command asks on val (``--distractors``; None: as many as
+    make the test's number of unseen classes together with the calibration classes ``held``)."""
+    from .data.synth import distractor_names  # startup
+
+    count = max(0, len(extra.get("unseen") or []) - len(held)) if requested is None else requested
+    distractors = distractor_names(count, avoid=held) if count and held else []
+    if distractors:
+        print(f"val asks {len(distractors)} distractor names besides the {len(held)} calibration classes")
+    return distractors
 
 
 def _relay_name(row: dict) -> str:
@@ -306,13 +308,13 @@ def _load_instance_segmenter(args):
 
     weight = args.mask_naming
     segmenter = load_instance_model(args.model, device=args.device, mask_naming=weight != 0)
-    if weight or (weight is None and args.namer and segmenter.namer is not None):
-        if args.namer or segmenter.namer is None:
-            from .api import load_model  # startup
+    naming = bool(weight) or (weight is None and segmenter.namer is not None)
+    if naming and (args.namer or segmenter.namer is None):  # another namer, or one the file lacks
+        from .api import load_model  # startup
 
-            segmenter.namer = load_model(args.namer or "default", device=args.device)
-        if weight is not None:
-            segmenter.naming_weight = weight
+        segmenter.namer = load_model(args.namer or "default", device=args.device)
+    if weight is not None:
+        segmenter.naming_weight = weight
     _set_relay(segmenter, args.relay, segmenter.seen)
     return segmenter
 

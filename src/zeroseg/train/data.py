@@ -171,6 +171,58 @@ class SeenSegmentationDataset(Dataset):
         return image, target
 
 
+VOCABULARY_ID0 = IGNORE_INDEX + 1  # target value of vocabulary name 0 (``VocabularySceneDataset``)
+
+
+class VocabularySceneDataset(Dataset):
+    """Scenes of an extra training vocabulary (``zeroseg.data.synth.vocabulary_names``), rendered
+    on the fly from ``(seed, epoch, index)`` and augmented as the training split is.
+
+    Items are those of ``SeenSegmentationDataset``; a pixel of vocabulary name ``i`` has target
+    ``VOCABULARY_ID0 + i`` (above IGNORE_INDEX, so it never collides with a label-set position);
+    the engine maps them to a per-batch label set. ``length`` scenes make an epoch.
+    """
+
+    _augment = SeenSegmentationDataset._augment  # the same crops, flips, jitter and style changes
+
+    def __init__(self, vocabulary: Sequence[tuple[str, ...]], length: int, mean: Sequence[float],
+                 std: Sequence[float], augment: AugmentConfig, seed: int = 0, size: int = 256):
+        if not vocabulary:
+            raise ZerosegError("the extra training vocabulary is empty")
+        self.vocabulary = [tuple(v) for v in vocabulary]
+        self.length, self.size = int(length), int(size)
+        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(list(std), dtype=torch.float32).view(3, 1, 1)
+        self.augment, self.seed, self.epoch = augment, int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict:
+        from ..data.synth import render_vocabulary_scene  # heavy
+
+        # A stream apart from the training split's sample_rng(seed, epoch, i): the 1 tells them apart.
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, int(i), 1]))
+        image, local, chosen = render_vocabulary_scene(rng, self.vocabulary, self.size)
+        image, local = self._augment(image, local, rng)
+        table = np.full(256, IGNORE_INDEX, np.int64)
+        table[0] = 0
+        table[1:1 + len(chosen)] = [VOCABULARY_ID0 + c for c in chosen]
+        x = image_to_tensor(np.ascontiguousarray(image))
+        return {"image": (x - self.mean) / self.std, "target": torch.from_numpy(table[local]), "index": i}
+
+
+class JoinedDataset(torch.utils.data.ConcatDataset):
+    """``ConcatDataset`` that passes ``set_epoch`` on to its parts."""
+
+    def set_epoch(self, epoch: int) -> None:
+        for part in self.datasets:
+            part.set_epoch(epoch)
+
+
 def _draw_style(rng: np.random.Generator) -> dict:
     """The random numbers of one sample's style change, always the same count and order."""
     return {"u": rng.random(4), "perm": rng.permutation(3), "blur": float(rng.uniform(0.5, 1.5)),

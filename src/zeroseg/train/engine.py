@@ -21,7 +21,14 @@ from ..models.loading import load_safetensors_model, save_safetensors
 from ..models.registry import create_model
 from . import losses
 from .config import load_config, resolve_config, validate_config  # noqa: F401  (the training API)
-from .data import AugmentConfig, SeenSegmentationDataset, pad_collate
+from .data import (
+    VOCABULARY_ID0,
+    AugmentConfig,
+    JoinedDataset,
+    SeenSegmentationDataset,
+    VocabularySceneDataset,
+    pad_collate,
+)
 from .optim import freeze_unused_parameters, lr_factor, model_outputs  # noqa: F401
 from .state import read_state  # noqa: F401
 from .trainer import Trainer, make_text_encoder  # noqa: F401
@@ -54,6 +61,9 @@ class LSegTrainer(Trainer):
                             bool(cfg["hflip"]), float(cfg["color_jitter"]), float(cfg["style_augment"]))
         self.train_ds = SeenSegmentationDataset(self.index, "train", mean, std, train=True, augment=aug, seed=seed,
                                                 held_out=self.held_out)
+        self.vocabulary_text = None
+        if cfg["vocabulary_images"]:
+            self._add_vocabulary(mean, std, aug)
         val_ds = SeenSegmentationDataset(self.index, "val", mean, std, train=False,
                                          eval_size=cfg["val_size"] or cfg["crop_size"], held_out=self.held_out)
         workers = int(cfg["num_workers"])
@@ -63,6 +73,34 @@ class LSegTrainer(Trainer):
                                      num_workers=workers, pin_memory=pin,
                                      collate_fn=functools.partial(pad_collate, multiple=stride),
                                      generator=torch.Generator().manual_seed(seed))
+
+    def _add_vocabulary(self, mean, std, aug: AugmentConfig) -> None:
+        """Extra scenes of OpenMoji names outside the benchmark, so that the pixel embeddings learn
+        to meet many more names than the seen classes. Names sharing a word with an unseen or a
+        held-out class are never among them (``vocabulary_names``)."""
+        from ..data.synth import vocabulary_names  # heavy
+
+        classes = set(self.index.classes)
+        vocabulary = {n: c for n, c in vocabulary_names([*self.unseen, *self.held_out]).items() if n not in classes}
+        self.vocabulary = list(vocabulary)
+        self.vocabulary_text = self.text_encoder.encode(self.vocabulary).float().to(self.dist.device)
+        extra = VocabularySceneDataset(list(vocabulary.values()), int(self.cfg["vocabulary_images"]), mean, std,
+                                       aug, seed=int(self.cfg["seed"]), size=int(self.index.meta.get("image_size") or 256))
+        self.train_ds = JoinedDataset([self.train_ds, extra])
+
+    def batch_label_set(self, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The label embeddings a batch with vocabulary scenes is scored against, and its targets
+        in their positions: the training label set, then the vocabulary names present in the batch
+        and ``vocabulary_negatives`` more drawn by the step (the same in every process and on resume)."""
+        k, v = len(self.labels), self.vocabulary_text.shape[0]
+        present = torch.unique(target[target >= VOCABULARY_ID0]) - VOCABULARY_ID0
+        g = torch.Generator().manual_seed(int(self.cfg["seed"]) * 1_000_003 + self.global_step)
+        negatives = torch.randperm(v, generator=g)[:int(self.cfg["vocabulary_negatives"])].to(target.device)
+        chosen = torch.unique(torch.cat([present, negatives]))
+        lookup = torch.full((VOCABULARY_ID0 + v,), IGNORE_INDEX, dtype=torch.int64, device=target.device)
+        lookup[:k] = torch.arange(k, device=target.device)
+        lookup[VOCABULARY_ID0 + chosen] = k + torch.arange(len(chosen), device=target.device)
+        return torch.cat([self.text, self.vocabulary_text[chosen]]), lookup[target]
 
     def after_to_device(self) -> None:
         self.unused_parameters = freeze_unused_parameters(self.module, self.text, self.module.stride,
@@ -88,6 +126,7 @@ class LSegTrainer(Trainer):
                  "val_seen_miou": None if math.isnan(val) else val, "labels": self.labels,
                  "seen": self.seen, "unseen": self.unseen, "dataset": str(self.cfg["data"]),
                  "calibration_classes": list(self.held_out),
+                 "extra_vocabulary": len(self.vocabulary) if self.vocabulary_text is not None else 0,
                  "train_text_encoder": self.trained_text_encoder()}
         save_safetensors(path, self.module, text_encoder=self.text_encoder, extra=extra)
 
@@ -114,8 +153,11 @@ class LSegTrainer(Trainer):
         lr = self._set_lr()
         x = batch["image"].to(d.device, non_blocking=True)
         target = batch["target"].to(d.device, non_blocking=True)
+        text = self.text
+        if self.vocabulary_text is not None:
+            text, target = self.batch_label_set(target)
         with self._autocast():
-            outputs = model_outputs(self.model, x, self.text, self.with_edges)
+            outputs = model_outputs(self.model, x, text, self.with_edges)
         loss, _parts = losses.compute_loss(outputs, {**batch, "image": x, "target": target}, self.cfg)
         self._optimize(loss)
         self.lr = lr

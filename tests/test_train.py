@@ -433,7 +433,15 @@ def test_training_with_extra_vocabulary_scores_its_names_and_resumes_exactly(dat
     assert all(3 + 4 <= n <= 3 + 4 + 2 * 4 and top < n for n, _, top in seen_sizes)
     assert any(has for _, has, _ in seen_sizes)  # some batches held vocabulary scenes
     extra = json.loads(read_safetensors_metadata(straight["last"])["extra"])
-    assert extra["extra_vocabulary"] > 500 and extra["labels"] == ["other"] + SEEN
+    assert len(extra["vocabulary"]) > 500 and extra["labels"] == ["other"] + SEEN
+    assert not set(extra["vocabulary"]) & set(CLASSES)
+    import zeroseg.text
+    from zeroseg import load_model
+
+    with monkeypatch.context() as m:
+        m.setattr(zeroseg.text, "create_text_encoder", lambda spec, *a, **k: RandomTextEncoder(32))
+        seg = load_model(straight["last"])  # the relay can go through every name trained on
+    assert seg.relay_vocabulary == SEEN + extra["vocabulary"]
     train(tiny_cfg(dataset, tmp_path / "b", max_steps=3, **cfg), progress=False)
     train(tiny_cfg(dataset, tmp_path / "b", **cfg), resume=str(tmp_path / "b"), progress=False)
     wa, wb = weights(tmp_path / "a" / "state.pt"), weights(tmp_path / "b" / "state.pt")

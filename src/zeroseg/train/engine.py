@@ -126,7 +126,7 @@ class LSegTrainer(Trainer):
                  "val_seen_miou": None if math.isnan(val) else val, "labels": self.labels,
                  "seen": self.seen, "unseen": self.unseen, "dataset": str(self.cfg["data"]),
                  "calibration_classes": list(self.held_out),
-                 "extra_vocabulary": len(self.vocabulary) if self.vocabulary_text is not None else 0,
+                 "vocabulary": list(self.vocabulary) if self.vocabulary_text is not None else [],
                  "train_text_encoder": self.trained_text_encoder()}
         save_safetensors(path, self.module, text_encoder=self.text_encoder, extra=extra)
 

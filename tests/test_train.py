@@ -440,8 +440,9 @@ def test_training_with_extra_vocabulary_scores_its_names_and_resumes_exactly(dat
 
     with monkeypatch.context() as m:
         m.setattr(zeroseg.text, "create_text_encoder", lambda spec, *a, **k: RandomTextEncoder(32))
-        seg = load_model(straight["last"])  # the relay can go through every name trained on
-    assert seg.relay_vocabulary == SEEN + extra["vocabulary"]
+        seg = load_model(straight["last"])
+    # the relay goes through the training classes only: through the vocabulary too it did worse on val
+    assert seg.relay_vocabulary == SEEN
     train(tiny_cfg(dataset, tmp_path / "b", max_steps=3, **cfg), progress=False)
     train(tiny_cfg(dataset, tmp_path / "b", **cfg), resume=str(tmp_path / "b"), progress=False)
     wa, wb = weights(tmp_path / "a" / "state.pt"), weights(tmp_path / "b" / "state.pt")

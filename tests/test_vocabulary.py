@@ -79,3 +79,14 @@ def test_batch_label_set_maps_targets_to_training_labels_then_chosen_names():
     assert mapped[1, 0].item() == 3 + chosen.index(1) and mapped[0, 3].item() == 3 + chosen.index(3)
     again, _ = LSegTrainer.batch_label_set(trainer, target)  # the negatives depend on the step only
     assert torch.equal(again, embeddings)
+
+
+def test_stage3_recipe_resolves_with_the_vocabulary():
+    from pathlib import Path
+
+    from zeroseg.train.engine import load_config
+
+    recipe = Path(__file__).resolve().parents[1] / "examples" / "train_default_stage3.yaml"
+    cfg = load_config(str(recipe), ["data=d", "init_from=m.safetensors"])
+    assert cfg["vocabulary_images"] == 1500 and cfg["vocabulary_negatives"] == 128
+    assert cfg["calibration_classes"] == 10 and cfg["init_from"] == "m.safetensors"

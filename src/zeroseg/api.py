@@ -331,9 +331,8 @@ def load_model(source: str | Path = "default", arch_option: int = 0, block_depth
         extra = loading.model_extra(path)
         offsets = extra.get("label_offsets")
         trained = list(extra.get("labels") or [])  # "other" first, then the training classes
-        if trained:  # the relay goes through every name trained on: classes, then any extra vocabulary
-            relay = {"relay_vocabulary": trained[1:] + [str(v) for v in extra.get("vocabulary") or []],
-                     "relay_top_k": int(extra.get("relay_top_k", 0)),
+        if trained:
+            relay = {"relay_vocabulary": trained[1:], "relay_top_k": int(extra.get("relay_top_k", 0)),
                      "background": trained[0]}
     return Segmenter(model, text, cfg, device=device, source=src, label_offsets=offsets, **relay)
 

@@ -284,6 +284,19 @@ def _place(rng: np.random.Generator, canvas: np.ndarray, label: np.ndarray, area
     return False
 
 
+def _paint(rng: np.random.Generator, objects: Sequence[tuple[tuple[str, ...], int, bool]],
+           size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A background with ``objects`` (codepoints, label value, forced) painted in order, each at a
+    random scale: (image uint8 [size, size, 3], label map uint8 [size, size])."""
+    lo, hi = _SCALE_FEW if len(objects) <= 2 else _SCALE_MANY
+    canvas = render_background(rng, size)
+    label = np.zeros((size, size), np.uint8)
+    areas: dict[int, int] = {}
+    for codepoints, idx, force in objects:
+        _place(rng, canvas, label, areas, codepoints, idx, float(rng.uniform(lo, hi)), force=force)
+    return np.clip(np.rint(canvas), 0, 255).astype(np.uint8), label
+
+
 def render_scene(rng: np.random.Generator, classes: Sequence[str], size: int = 256,
                  required: str | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """One scene of 1-4 distinct classes drawn from ``classes`` (plus ``required`` if given).
@@ -300,14 +313,7 @@ def render_scene(rng: np.random.Generator, classes: Sequence[str], size: int = 2
     names = [str(c) for c in rng.choice(pool, size=min(len(pool), n - (required is not None)), replace=False)]
     if required is not None:
         names.insert(int(rng.integers(0, len(names) + 1)), required)  # random depth in the stack
-    lo, hi = _SCALE_FEW if len(names) <= 2 else _SCALE_MANY
-    canvas = render_background(rng, size)
-    label = np.zeros((size, size), np.uint8)
-    areas: dict[int, int] = {}
-    for name in names:
-        _place(rng, canvas, label, areas, _codepoints_of()[name], _label_of()[name], float(rng.uniform(lo, hi)),
-               force=name == required)
-    image = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+    image, label = _paint(rng, [(_codepoints_of()[n], _label_of()[n], n == required) for n in names], size)
     all_names = _label_names()
     present = [all_names[i] for i in np.flatnonzero(np.bincount(label.ravel(), minlength=len(all_names))) if i]
     return image, label, present
@@ -326,13 +332,8 @@ def render_vocabulary_scene(rng: np.random.Generator, vocabulary: Sequence[tuple
         raise ZerosegError("the scene vocabulary is empty")
     n = int(rng.choice(len(_N_OBJECTS_P), p=_N_OBJECTS_P)) + 1
     chosen = [int(i) for i in rng.choice(len(vocabulary), size=min(len(vocabulary), n), replace=False)]
-    lo, hi = _SCALE_FEW if len(chosen) <= 2 else _SCALE_MANY
-    canvas = render_background(rng, size)
-    label = np.zeros((size, size), np.uint8)  # local ids 1..4: the vocabulary may exceed 8 bits
-    areas: dict[int, int] = {}
-    for k, i in enumerate(chosen):
-        _place(rng, canvas, label, areas, tuple(vocabulary[i]), k + 1, float(rng.uniform(lo, hi)), force=False)
-    image = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+    # local ids 1..4 in the uint8 label map: the vocabulary may exceed 8 bits
+    image, label = _paint(rng, [(tuple(vocabulary[i]), k + 1, False) for k, i in enumerate(chosen)], size)
     return image, label, chosen
 
 

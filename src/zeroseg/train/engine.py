@@ -61,6 +61,7 @@ class LSegTrainer(Trainer):
                             bool(cfg["hflip"]), float(cfg["color_jitter"]), float(cfg["style_augment"]))
         self.train_ds = SeenSegmentationDataset(self.index, "train", mean, std, train=True, augment=aug, seed=seed,
                                                 held_out=self.held_out)
+        self.vocabulary: list[str] = []  # names of the extra training vocabulary, if any
         self.vocabulary_text = None
         if cfg["vocabulary_images"]:
             self._add_vocabulary(mean, std, aug)
@@ -126,7 +127,7 @@ class LSegTrainer(Trainer):
                  "val_seen_miou": None if math.isnan(val) else val, "labels": self.labels,
                  "seen": self.seen, "unseen": self.unseen, "dataset": str(self.cfg["data"]),
                  "calibration_classes": list(self.held_out),
-                 "vocabulary": list(self.vocabulary) if self.vocabulary_text is not None else [],
+                 "vocabulary": list(self.vocabulary),
                  "train_text_encoder": self.trained_text_encoder()}
         save_safetensors(path, self.module, text_encoder=self.text_encoder, extra=extra)
 

@@ -90,6 +90,18 @@ def test_to_coco_results_converts_boxes_and_masks():
         to_coco_results(1, [[0, 0, 1, 1]], [0.1], [1], np.zeros((2, H, W), bool))
 
 
+def test_instances_to_coco_maps_label_ids_and_leaves_out_negative_ids():
+    from zeroseg.instance_segmenter import Instances
+
+    found = Instances(boxes=np.array([[3, 2, 12, 10], [1.5, 15, 9, 30], [0, 0, 4, 4]], np.float32),
+                      scores=np.array([0.9, 0.5, 0.25], np.float32), label_ids=np.array([1, 0, 2]),
+                      masks=np.stack([A, B, A]), labels=["cat", "dog", "decoy"])
+    res = found.to_coco(3, category_ids=[7, 4, -1])  # "decoy" is asked, but not scored
+    assert [r["category_id"] for r in res] == [4, 7] and [r["score"] for r in res] == pytest.approx([0.9, 0.5])
+    assert np.array_equal(decode_mask(res[1]["segmentation"]), B)
+    assert [r["category_id"] for r in found.to_coco(3)] == [2, 1, 3]  # default ids: label index + 1
+
+
 # ----------------------------------------------------------------------------- evaluate_coco
 
 

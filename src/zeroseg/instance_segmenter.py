@@ -75,11 +75,15 @@ class Instances:
                          self.seconds, info)
 
     def to_coco(self, image_id: int, category_ids: list[int] | None = None) -> list[dict[str, Any]]:
-        """COCO result dicts (RLE masks); ``category_ids[i]`` is the id of ``labels[i]`` (default i + 1)."""
+        """COCO result dicts (RLE masks); ``category_ids[i]`` is the id of ``labels[i]`` (default i + 1).
+        A negative id leaves that label's detections out (before their masks are encoded)."""
 
         ids = np.asarray(category_ids if category_ids is not None else range(1, len(self.labels) + 1))
         cats = ids[self.label_ids] if len(self) else np.zeros(0, np.int64)
-        return to_coco_results(image_id, self.boxes, self.scores, cats, self.masks)
+        keep = np.flatnonzero(cats >= 0)
+        if len(keep) == len(cats):
+            return to_coco_results(image_id, self.boxes, self.scores, cats, self.masks)
+        return to_coco_results(image_id, self.boxes[keep], self.scores[keep], cats[keep], self.masks[keep])
 
 
 DEFAULT_RELAY_SCALE = 10.0  # relay logits per unit of text cosine, when a model file does not say

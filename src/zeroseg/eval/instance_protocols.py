@@ -91,8 +91,8 @@ def evaluate_instances(segmenter: Any, gt: dict[str, Any], image_root: str | Pat
         found = segmenter.detect(image, labels, seen_labels=seen_labels, calibration=calibration,
                                  score_threshold=0.0)
         seconds.append(found.seconds)
-        found_results = found.to_coco(int(info["id"]), category_ids=asked + [-1] * len(distractors))
-        results += [r for r in found_results if r["category_id"] != -1]
+        # distractor names get id -1: their detections compete, then are left out of the results
+        results += found.to_coco(int(info["id"]), category_ids=asked + [-1] * len(distractors))
         if len(examples) < NUM_EXAMPLES:
             examples.append((image, found, int(info["id"])))
     sub = _subset(gt, {int(i["id"]) for i in images})

@@ -73,6 +73,47 @@ class AugmentConfig:
     style: float = 0.0  # probability of each style change (channel shuffle, grayscale, blur, outlines)
 
 
+def channel_tensor(values: Sequence[float]) -> torch.Tensor:
+    """Per-channel normalization constants shaped [3,1,1] to broadcast over an image."""
+    return torch.tensor(list(values), dtype=torch.float32).view(3, 1, 1)
+
+
+# Augmentation runs in PIL and numpy, not torch: torch's CPU kernels (interpolation,
+# reductions) may round differently with the thread count, and loader workers run with
+# one thread while the main process does not; these results are identical everywhere.
+def augment_sample(image: np.ndarray, target: np.ndarray, rng: np.random.Generator, a: AugmentConfig,
+                   mean: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Random scale, pad (image with ``mean``, the normalization mean in [0,1]; target with ignore),
+    crop, flip, jitter and style changes of one training sample."""
+    # Draw every random number up front, in a fixed order, whatever options are on.
+    scale = rng.uniform(a.scale_min, a.scale_max)
+    oy, ox = rng.random(), rng.random()
+    flip = rng.random() < 0.5
+    jitter = rng.uniform(1 - a.color_jitter, 1 + a.color_jitter, size=3)
+    # drawn after the older draws, so runs without style changes see the same crops as before
+    style = _draw_style(rng) if a.style > 0 else None
+    image, target = _resize_short_side(image, target, max(1, round(a.crop_size * scale)))
+    c = a.crop_size
+    h, w = target.shape
+    if h < c or w < c:  # pad: image with the mean colour (0 after normalization), target with ignore
+        padded = np.empty((max(h, c), max(w, c), 3), np.uint8)
+        padded[:] = np.round(mean.flatten().numpy() * 255).astype(np.uint8)
+        padded[:h, :w] = image
+        padded_t = np.full(padded.shape[:2], IGNORE_INDEX, target.dtype)
+        padded_t[:h, :w] = target
+        image, target = padded, padded_t
+        h, w = target.shape
+    top, left = int(oy * (h - c + 1)), int(ox * (w - c + 1))
+    image, target = image[top:top + c, left:left + c], target[top:top + c, left:left + c]
+    if a.hflip and flip:
+        image, target = image[:, ::-1], target[:, ::-1]
+    if a.color_jitter > 0:
+        image = _color_jitter(image, *jitter)
+    if style is not None:
+        image = apply_style(image, style, a.style)
+    return image, target
+
+
 class SeenSegmentationDataset(Dataset):
     """One split, targets in ``seen_label_set`` positions.
 
@@ -91,8 +132,7 @@ class SeenSegmentationDataset(Dataset):
             raise ZerosegError(f"dataset {index.root} has an empty '{split}' split")
         self.labels = seen_label_set(index, held_out)
         self.lookup = seen_lookup(index, held_out)
-        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(list(std), dtype=torch.float32).view(3, 1, 1)
+        self.mean, self.std = channel_tensor(mean), channel_tensor(std)
         self.train = train
         self.augment = augment or AugmentConfig()
         self.eval_size = eval_size
@@ -128,47 +168,12 @@ class SeenSegmentationDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         image, target = self.load(i)
         if self.train:
-            image, target = self._augment(image, target, sample_rng(self.seed, self.epoch, i))
+            image, target = augment_sample(image, target, sample_rng(self.seed, self.epoch, i), self.augment, self.mean)
         elif self.eval_size:
             image, target = _resize_short_side(image, target, self.eval_size)
         x = image_to_tensor(image)
         return {"image": (x - self.mean) / self.std, "target": torch.from_numpy(target.astype(np.int64)),
                 "index": i}
-
-    # Augmentation runs in PIL and numpy, not torch: torch's CPU kernels (interpolation,
-    # reductions) may round differently with the thread count, and loader workers run with
-    # one thread while the main process does not; these results are identical everywhere.
-    def _augment(self, image: np.ndarray, target: np.ndarray,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        a = self.augment
-        # Draw every random number up front, in a fixed order, whatever options are on.
-        scale = rng.uniform(a.scale_min, a.scale_max)
-        oy, ox = rng.random(), rng.random()
-        flip = rng.random() < 0.5
-        jitter = rng.uniform(1 - a.color_jitter, 1 + a.color_jitter, size=3)
-        # drawn after the older draws, so runs without style changes see the same crops as before
-        style = _draw_style(rng) if a.style > 0 else None
-        image, target = _resize_short_side(image, target, max(1, round(a.crop_size * scale)))
-        c = a.crop_size
-        h, w = target.shape
-        if h < c or w < c:  # pad: image with the mean colour (0 after normalization), target with ignore
-            mean = np.round(self.mean.flatten().numpy() * 255).astype(np.uint8)
-            padded = np.empty((max(h, c), max(w, c), 3), np.uint8)
-            padded[:] = mean
-            padded[:h, :w] = image
-            padded_t = np.full(padded.shape[:2], IGNORE_INDEX, target.dtype)
-            padded_t[:h, :w] = target
-            image, target = padded, padded_t
-            h, w = target.shape
-        top, left = int(oy * (h - c + 1)), int(ox * (w - c + 1))
-        image, target = image[top:top + c, left:left + c], target[top:top + c, left:left + c]
-        if a.hflip and flip:
-            image, target = image[:, ::-1], target[:, ::-1]
-        if a.color_jitter > 0:
-            image = _color_jitter(image, *jitter)
-        if style is not None:
-            image = apply_style(image, style, a.style)
-        return image, target
 
 
 VOCABULARY_ID0 = IGNORE_INDEX + 1  # target value of vocabulary name 0 (``VocabularySceneDataset``)
@@ -183,16 +188,13 @@ class VocabularySceneDataset(Dataset):
     the engine maps them to a per-batch label set. ``length`` scenes make an epoch.
     """
 
-    _augment = SeenSegmentationDataset._augment  # the same crops, flips, jitter and style changes
-
     def __init__(self, vocabulary: Sequence[tuple[str, ...]], length: int, mean: Sequence[float],
                  std: Sequence[float], augment: AugmentConfig, seed: int = 0, size: int = 256):
         if not vocabulary:
             raise ZerosegError("the extra training vocabulary is empty")
         self.vocabulary = [tuple(v) for v in vocabulary]
         self.length, self.size = int(length), int(size)
-        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(list(std), dtype=torch.float32).view(3, 1, 1)
+        self.mean, self.std = channel_tensor(mean), channel_tensor(std)
         self.augment, self.seed, self.epoch = augment, int(seed), 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -207,7 +209,7 @@ class VocabularySceneDataset(Dataset):
         # A stream apart from the training split's sample_rng(seed, epoch, i): the 1 tells them apart.
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, int(i), 1]))
         image, local, chosen = render_vocabulary_scene(rng, self.vocabulary, self.size)
-        image, local = self._augment(image, local, rng)
+        image, local = augment_sample(image, local, rng, self.augment, self.mean)  # as the training split
         table = np.full(256, IGNORE_INDEX, np.int64)
         table[0] = 0
         table[1:1 + len(chosen)] = [VOCABULARY_ID0 + c for c in chosen]

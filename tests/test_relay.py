@@ -13,7 +13,7 @@ from zeroseg.cli import main
 from zeroseg.data.dataset import SynthDataset
 from zeroseg.models.loading import write_model_extra
 from zeroseg.models.lseg import upsample_logits
-from zeroseg.relay import BoxRelay, relay_logits
+from zeroseg.relay import BoxRelay, relay_logits, relay_similarity
 
 SCALE = 1 / 0.07
 
@@ -73,6 +73,24 @@ def test_box_relay_keeps_the_detectors_objectness_and_names_through_the_vocabula
     assert torch.allclose(single(direct[:, :2], vocabulary_logits).softmax(1), direct[:, :2].softmax(1), atol=1e-6)
 
 
+def test_hubness_lowers_labels_near_many_trained_names():
+    # trained names: three animals and a tool; asked: "goat" (an animal, near all three) and
+    # "axe" (near the tool only). A pixel of an unknown object the model finds a bit like each.
+    vocabulary = torch.tensor([[1.0, 0.1, 0.0], [1.0, -0.1, 0.0], [1.0, 0.0, 0.1], [0.0, 0.0, 1.0]])
+    labels = torch.tensor([[1.0, 0.0, 0.0], [0.3, 0.0, 1.0]])
+    plain = relay_similarity(vocabulary, labels)
+    assert torch.allclose(plain, F.normalize(vocabulary, dim=-1) @ F.normalize(labels, dim=-1).T)
+    for hubness, k in ((0.5, 2), (1.0, 10)):  # 10 > vocabulary: all four are the neighbours
+        got = relay_similarity(vocabulary, labels, hubness, neighbours=k)
+        want = plain - hubness * plain.topk(min(k, 4), dim=0).values.mean(0)
+        assert torch.allclose(got, want)
+    weights = torch.tensor([0.25, 0.25, 0.2, 0.3])  # what the relay mixes: its softmax over the trained names
+    assert int((weights @ plain).argmax()) == 0  # the hub wins without the correction
+    assert int((weights @ relay_similarity(vocabulary, labels, 1.0, neighbours=3)).argmax()) == 1
+    box = BoxRelay.from_text(vocabulary, labels, top_k=2, scale=10.0, hubness=0.5)
+    assert torch.allclose(box.similarity, relay_similarity(vocabulary, labels, 0.5))
+
+
 @pytest.fixture()
 def relay_model(tiny_model_file, tmp_path):
     path = tmp_path / "relay.safetensors"
@@ -99,6 +117,11 @@ def test_segmenter_relays_through_the_model_files_vocabulary(relay_model, tiny_m
     relayed = upsample_logits(relay_logits(half[:, :3], half[:, 3:], sim, 0, 2, seg.config.logit_scale))[..., :h, :w]
     want = F.interpolate(relayed, size=(40, 56), mode="bilinear", align_corners=False)[0].softmax(0).numpy()
     assert np.allclose(got.probs, want, atol=1e-5)
+    seg.relay_hubness = 0.75  # the hubness correction lowers labels in the relay's similarity
+    hub = relay_similarity(seg.text_embeddings(seg.relay_vocabulary), text, 0.75)
+    relayed = upsample_logits(relay_logits(half[:, :3], half[:, 3:], hub, 0, 2, seg.config.logit_scale))[..., :h, :w]
+    want = F.interpolate(relayed, size=(40, 56), mode="bilinear", align_corners=False)[0].softmax(0).numpy()
+    assert np.allclose(seg.segment(image, labels).probs, want, atol=1e-5)
     seg.relay_top_k = 0  # off: the plain model
     plain = load_model(tiny_model_file)
     assert np.array_equal(seg.segment(image, labels).probs, plain.segment(image, labels).probs)
@@ -126,10 +149,13 @@ def test_onnx_export_carries_the_relay(relay_model, tmp_path):
     pytest.importorskip("onnxruntime", reason="the onnx runtime is an optional dependency (CI installs it)")
     from zeroseg.api import load_onnx_model
 
-    assert main(["export", str(relay_model), str(tmp_path / "m.onnx")]) == 0
-    onnx_seg, seg = load_onnx_model(tmp_path / "m.onnx"), load_model(relay_model)
-    assert (onnx_seg.relay_vocabulary, onnx_seg.relay_top_k, onnx_seg.background) == \
-        (seg.relay_vocabulary, seg.relay_top_k, seg.background)
+    hub_model = tmp_path / "hub.safetensors"
+    write_model_extra(relay_model, hub_model, {"relay_hubness": 0.5})
+    assert main(["export", str(hub_model), str(tmp_path / "m.onnx")]) == 0
+    onnx_seg, seg = load_onnx_model(tmp_path / "m.onnx"), load_model(hub_model)
+    assert seg.relay_hubness == 0.5 and load_model(relay_model).relay_hubness == 0.0  # files without it: off
+    assert (onnx_seg.relay_vocabulary, onnx_seg.relay_top_k, onnx_seg.background, onnx_seg.relay_hubness) == \
+        (seg.relay_vocabulary, seg.relay_top_k, seg.background, seg.relay_hubness)
     image = np.random.default_rng(2).integers(0, 255, (48, 48, 3), dtype=np.uint8)
     labels = ["other", "dog", "blue bar"]
     assert np.allclose(onnx_seg.segment(image, labels).probs, seg.segment(image, labels).probs, atol=1e-4)
@@ -165,3 +191,33 @@ def test_relay_top_k_is_chosen_on_calibration_classes(dataset):  # noqa: F811
     assert result["top_k"] == 2 and result["miou_calibration"] == 100.0
     assert [r["top_k"] for r in result["table"]] == [0, 2, 3]  # 5 > vocabulary: capped; the whole one is tried
     assert result["table"][0]["miou_calibration"] == 0.0 and seg.relay_top_k == 7  # restored
+
+
+class HubnessSensitiveSegmenter(RelaySensitiveSegmenter):
+    """Names the val discs right only with ``relay_hubness == 0.5``."""
+
+    def __init__(self, data: SynthDataset):
+        super().__init__(data)
+        self.relay_top_k, self.relay_hubness = 2, 0.25
+
+    def segment(self, image, labels, short_side=None, logit_offsets=None):
+        top_k = self.relay_top_k
+        self.relay_top_k = 2 if self.relay_hubness == 0.5 else 0  # the parent names right at top-2 only
+        try:
+            return super().segment(image, labels)
+        finally:
+            self.relay_top_k = top_k
+
+
+def test_relay_hubness_is_chosen_on_calibration_classes(dataset):  # noqa: F811
+    from zeroseg.errors import ZerosegError
+    from zeroseg.eval.calibration import choose_relay_hubness
+
+    seg = HubnessSensitiveSegmenter(SynthDataset(dataset, "val"))
+    result = choose_relay_hubness(seg, dataset, ["green disc"], hubness=(0.0, 0.5, 1.0), progress=False)
+    assert result["hubness"] == 0.5 and result["miou_calibration"] == 100.0 and result["top_k"] == 2
+    assert [(r["hubness"], r["miou_calibration"]) for r in result["table"]] == [(0.0, 0.0), (0.5, 100.0), (1.0, 0.0)]
+    assert seg.relay_hubness == 0.25  # restored
+    seg.relay_top_k = 0
+    with pytest.raises(ZerosegError, match="switch the relay on"):
+        choose_relay_hubness(seg, dataset, ["green disc"], progress=False)

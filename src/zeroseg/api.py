@@ -14,7 +14,7 @@ from .images import image_to_tensor
 from .inference import InferenceBase
 from .models import loading, registry
 from .models.lseg import LSegConfig, LSegNet, upsample_logits
-from .relay import relay_logits
+from .relay import relay_logits, relay_similarity
 from .text import create_text_encoder
 from .text.base import CachedTextEncoder, TextEncoder
 
@@ -51,7 +51,8 @@ class Segmenter(InferenceBase):
 
     def __init__(self, model: LSegNet, text_encoder: TextEncoder, config: LSegConfig | None = None,
                  device: str | torch.device = "cpu", source: str = "", label_offsets: dict | None = None,
-                 relay_vocabulary: list[str] | None = None, relay_top_k: int = 0, background: str = "other"):
+                 relay_vocabulary: list[str] | None = None, relay_top_k: int = 0, background: str = "other",
+                 relay_hubness: float = 0.0):
         super().__init__(model, text_encoder, source, device)
         # calibration the model file carries (e.g. {"other": -2.5}, see `zeroseg calibrate`): added
         # to the logits of labels of these names on every call; {} switches it off
@@ -60,6 +61,9 @@ class Segmenter(InferenceBase):
         # 0 switches it off. The model file records both (`zeroseg calibrate` chooses k).
         self.relay_vocabulary: list[str] = [v for v in (relay_vocabulary or []) if v != background]
         self.relay_top_k = int(relay_top_k)
+        # how much each asked label is lowered for being near many trained names
+        # (zeroseg.relay.relay_similarity); chosen on val like relay_top_k
+        self.relay_hubness = float(relay_hubness)
         self.background = background
         self.config = config or model.config
         self.mean = torch.tensor(self.config.mean).view(1, 3, 1, 1)
@@ -141,7 +145,7 @@ class Segmenter(InferenceBase):
     def relay_settings(self) -> dict:
         """The relay's constructor arguments (what an ONNX export stores)."""
         return {"relay_vocabulary": list(self.relay_vocabulary), "relay_top_k": self.relay_top_k,
-                "background": self.background}
+                "background": self.background, "relay_hubness": self.relay_hubness}
 
     def set_templates(self, templates: list[str]) -> None:
         """Use prompt templates such as ``"a photo of a {}"`` (embeddings are re-computed)."""
@@ -250,7 +254,7 @@ class Segmenter(InferenceBase):
         relay = self.relay_top_k > 0 and bool(self.relay_vocabulary)
         if relay:  # the vocabulary's logits come from the same network pass
             vocabulary = self.text_embeddings(self.relay_vocabulary)
-            similarity = F.normalize(vocabulary, dim=-1) @ F.normalize(text, dim=-1).T
+            similarity = relay_similarity(vocabulary, text, self.relay_hubness)
             text = torch.cat([text, vocabulary])
             background = labels.index(self.background) if self.background in labels else None
         batch = np.stack(arrays)
@@ -333,7 +337,7 @@ def load_model(source: str | Path = "default", arch_option: int = 0, block_depth
         trained = list(extra.get("labels") or [])  # "other" first, then the training classes
         if trained:
             relay = {"relay_vocabulary": trained[1:], "relay_top_k": int(extra.get("relay_top_k", 0)),
-                     "background": trained[0]}
+                     "background": trained[0], "relay_hubness": float(extra.get("relay_hubness", 0.0))}
     return Segmenter(model, text, cfg, device=device, source=src, label_offsets=offsets, **relay)
 
 

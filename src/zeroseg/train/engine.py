@@ -159,7 +159,7 @@ class LSegTrainer(Trainer):
             text, target = self.batch_label_set(target)
         with self._autocast():
             outputs = model_outputs(self.model, x, text, self.with_edges)
-        loss, _parts = losses.compute_loss(outputs, {**batch, "image": x, "target": target, "text": text}, self.cfg)
+        loss, _parts = losses.compute_loss(outputs, {**batch, "image": x, "target": target}, self.cfg)
         self._optimize(loss)
         self.lr = lr
         return loss.detach()

@@ -21,41 +21,6 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
 
 
-def text_neighbours(text: torch.Tensor, k: int, temperature: float, background: int | None = 0
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """For every label, its ``k`` nearest other labels by text cosine and their weights, a softmax
-    of the cosines at ``temperature``: ([C, k] indices, [C, k] weights). The background label
-    (index ``background``) is nobody's neighbour: "other" is no kind of object."""
-    t = F.normalize(text.float(), dim=-1)
-    cos = t @ t.T
-    cos.fill_diagonal_(float("-inf"))
-    if background is not None:
-        cos[:, background] = float("-inf")
-    k = min(int(k), cos.shape[1] - 1 - (background is not None))
-    values, index = cos.topk(k, dim=1)
-    return index, (values / temperature).softmax(dim=1)
-
-
-def text_smoothed_loss(logits: torch.Tensor, target: torch.Tensor, text: torch.Tensor, epsilon: float,
-                       k: int = 5, temperature: float = 0.1) -> torch.Tensor:
-    """Cross-entropy against soft targets that follow the text space: an object pixel of label y
-    puts ``1 - epsilon`` on y and ``epsilon`` on y's ``k`` nearest labels by text cosine
-    (``text_neighbours``); background pixels (label 0) keep their one-hot target. Training thus
-    pulls a pixel's embedding towards the names near its own, the geometry a new name is judged
-    by (semantic label smoothing). Mean over non-ignored pixels."""
-    logits = logits.float()
-    valid = target != IGNORE_INDEX
-    if not valid.any():
-        return logits.sum() * 0.0
-    logp = logits.log_softmax(dim=1)
-    y = torch.where(valid, target, torch.zeros_like(target))
-    own = -logp.gather(1, y[:, None])[:, 0]
-    index, weight = text_neighbours(text, k, temperature)
-    near = -(logp.gather(1, index[y].permute(0, 3, 1, 2)) * weight[y].permute(0, 3, 1, 2)).sum(1)
-    smooth = torch.where(y > 0, (1 - epsilon) * own + epsilon * near, own)
-    return smooth[valid].mean()
-
-
 EDGE_RADIUS = 2  # ground-truth boundaries are dilated to this many pixels (SAZS)
 
 
@@ -99,25 +64,15 @@ def check_loss_config(cfg: dict) -> None:
     """Fail before training starts, not at the first step."""
     if float(cfg.get("edge_loss_weight") or 0.0) < 0:
         raise ZerosegError("edge_loss_weight must be >= 0")
-    if not 0 <= float(cfg.get("text_smoothing") or 0.0) < 1:
-        raise ZerosegError("text_smoothing must be >= 0 and < 1")
-    if float(cfg.get("text_smoothing") or 0.0) > 0 and (
-            int(cfg.get("text_smoothing_neighbours") or 0) < 1 or float(cfg.get("text_smoothing_temperature") or 0) <= 0):
-        raise ZerosegError("text_smoothing needs text_smoothing_neighbours >= 1 and text_smoothing_temperature > 0")
 
 
 def compute_loss(outputs: dict, batch: dict, cfg: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``outputs``: {"logits": [B,C,H,W], "edge_logits": [B,1,H,W] with the edge loss};
-    ``batch``: {"image", "target": [B,H,W], "text": [C,D] the label set's embeddings, ...}.
+    ``batch``: {"image", "target": [B,H,W], ...}.
 
     Returns the total loss (to backpropagate) and its detached parts (to log).
     """
-    epsilon = float(cfg.get("text_smoothing") or 0.0)
-    if epsilon > 0:
-        seg = text_smoothed_loss(outputs["logits"], batch["target"], batch["text"], epsilon,
-                                 int(cfg["text_smoothing_neighbours"]), float(cfg["text_smoothing_temperature"]))
-    else:
-        seg = segmentation_loss(outputs["logits"], batch["target"])
+    seg = segmentation_loss(outputs["logits"], batch["target"])
     total = seg
     parts = {"seg": seg.detach()}
     w = float(cfg.get("edge_loss_weight") or 0.0)

@@ -21,7 +21,8 @@ def f(v) -> str:
 
 
 COLUMNS = (  # results file, column heading
-    ("default_model", "default (Lite0, 12 epochs + 1 with the extra vocabulary, relay top-10)"),
+    ("default_model", "default (Lite0, 12 epochs + 1 with the extra vocabulary, relay top-10, hubness 0.5)"),
+    ("default_model_session12", "the same network without the hubness correction (session 12)"),
     ("default_model_stage2_relay141", "previous default (Lite0, 12 epochs, relay all 141)"),
     ("default_model_lite0_8ep", "Lite0, 8 epochs, direct"),
     ("default_model_from_scratch_v1", "first default (v1, from scratch)"),

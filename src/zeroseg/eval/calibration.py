@@ -146,7 +146,9 @@ def _relay_sweep(segmenter: Any, data_dir: str | Path, calibration: Sequence[str
                  distractors: Sequence[str]) -> tuple[list[dict], int]:
     """Calibration-class mIoU (the fixed setting of ``choose_background_offset``, the segmenter's
     own offsets applied) with the segmenter's relay ``attribute`` set to each of ``values`` in
-    turn; the attribute is restored afterwards. Rows: {attribute, miou_calibration}."""
+    turn; the attribute is restored afterwards. Rows: {name, miou_calibration}, where name is the
+    attribute without its "relay_" prefix. Each value costs a full pass over the images (the
+    network runs again although only the relay changes), as for the offsets of the other choices."""
     data, labels, ids, scored, n = _fixed_setting(data_dir, calibration, split, max_images, distractors)
     if not segmenter.relay_vocabulary:
         raise ZerosegError("the model records no training labels to relay through")

@@ -128,6 +128,27 @@ def test_segmenter_relays_through_the_model_files_vocabulary(relay_model, tiny_m
     assert not np.allclose(seg.segment(image, labels).probs, got.probs)
 
 
+@pytest.mark.parametrize("arch_option", [0, 1])  # 1: bottleneck blocks, which mix the asked labels' logits
+def test_relay_label_maps_match_segment_for_every_setting(relay_model, arch_option):
+    seg = load_model(relay_model)
+    if arch_option:
+        from zeroseg.models.blocks import SpatialRegularization
+
+        torch.manual_seed(2)
+        seg.model.spatial_reg = SpatialRegularization(arch_option, 3).eval()
+        with torch.no_grad():  # a strong kernel: the max over labels then changes decisions
+            seg.model.spatial_reg.block.conv.weight.normal_(0, 1.0)
+    image = np.random.default_rng(4).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    labels = ["other", "dog", "blue bar", "red disc"]
+    settings = [(0, 0.0), (1, 0.0), (2, 0.75), (3, 0.5), (3, 0.0)]
+    seg.label_offsets = {"other": -0.5}
+    maps = seg.relay_label_maps(image, labels, settings)
+    for (top_k, hubness), label_map in zip(settings, maps):
+        seg.relay_top_k, seg.relay_hubness = top_k, hubness
+        assert np.array_equal(label_map, seg.segment(image, labels).label_map), (top_k, hubness)
+    assert len({m.tobytes() for m in maps}) > 1  # the settings do decide differently here
+
+
 def test_cli_relay_switch(relay_model, tiny_model_file, sample_images, tmp_path, capsys):
     image = sample_images / "noise.png"
     assert main(["segment", str(image), "--labels", "other,dog,blue bar", "--model", str(relay_model),
@@ -162,25 +183,30 @@ def test_onnx_export_carries_the_relay(relay_model, tmp_path):
 
 
 class RelaySensitiveSegmenter:
-    """Names the val discs right only with ``relay_top_k == 2``; otherwise calls them "other"."""
+    """Names the val discs right in the first ``quality[setting]`` of their rows; by default only
+    with ``top_k == 2`` (at any hubness), and calls everything else "other"."""
 
     relay_vocabulary = ["red square", "blue bar", "yellow star"]
 
-    def __init__(self, data: SynthDataset):
+    def __init__(self, data: SynthDataset, quality: dict | None = None):
         self.masks = {data.load(i)[0].tobytes(): data.load(i)[1] for i in range(len(data))}
-        self.relay_top_k = 7
+        self.relay_top_k, self.relay_hubness = 7, 0.25
+        self.quality = quality or {}
+        self.passes = 0
 
-    def segment(self, image, labels, short_side=None, logit_offsets=None):
+    def right(self, top_k: int, hubness: float) -> float:
+        return self.quality.get((top_k, hubness), 1.0 if top_k == 2 and not self.quality else 0.0)
+
+    def relay_label_maps(self, image, labels, settings):
+        self.passes += 1
         mask = self.masks[np.asarray(image).tobytes()]
         assert labels == ["other", "green disc"]
-        right = self.relay_top_k == 2
-        p = np.zeros((2,) + mask.shape)
-        p[1] = (mask == 2) & right
-        p[0] = 1 - p[1]
-
-        class Out:
-            probs = p
-        return Out()
+        maps = []
+        for top_k, hubness in settings:
+            named = (mask == 2)
+            named[int(self.right(top_k, hubness) * mask.shape[0]):] = False
+            maps.append(named.astype(np.int32))
+        return maps
 
 
 def test_relay_top_k_is_chosen_on_calibration_classes(dataset):  # noqa: F811
@@ -190,34 +216,39 @@ def test_relay_top_k_is_chosen_on_calibration_classes(dataset):  # noqa: F811
     result = choose_relay(seg, dataset, ["green disc"], top_ks=(0, 2, 5), progress=False)
     assert result["top_k"] == 2 and result["miou_calibration"] == 100.0
     assert [r["top_k"] for r in result["table"]] == [0, 2, 3]  # 5 > vocabulary: capped; the whole one is tried
-    assert result["table"][0]["miou_calibration"] == 0.0 and seg.relay_top_k == 7  # restored
-
-
-class HubnessSensitiveSegmenter(RelaySensitiveSegmenter):
-    """Names the val discs right only with ``relay_hubness == 0.5``."""
-
-    def __init__(self, data: SynthDataset):
-        super().__init__(data)
-        self.relay_top_k, self.relay_hubness = 2, 0.25
-
-    def segment(self, image, labels, short_side=None, logit_offsets=None):
-        top_k = self.relay_top_k
-        self.relay_top_k = 2 if self.relay_hubness == 0.5 else 0  # the parent names right at top-2 only
-        try:
-            return super().segment(image, labels)
-        finally:
-            self.relay_top_k = top_k
+    assert result["table"][0]["miou_calibration"] == 0.0 and seg.relay_top_k == 7  # unchanged
+    assert seg.passes == result["num_images"] > 0  # one pass per image for all settings
 
 
 def test_relay_hubness_is_chosen_on_calibration_classes(dataset):  # noqa: F811
     from zeroseg.errors import ZerosegError
     from zeroseg.eval.calibration import choose_relay_hubness
 
-    seg = HubnessSensitiveSegmenter(SynthDataset(dataset, "val"))
+    seg = RelaySensitiveSegmenter(SynthDataset(dataset, "val"), quality={(2, 0.5): 1.0})
+    seg.relay_top_k = 2
     result = choose_relay_hubness(seg, dataset, ["green disc"], hubness=(0.0, 0.5, 1.0), progress=False)
     assert result["hubness"] == 0.5 and result["miou_calibration"] == 100.0 and result["top_k"] == 2
     assert [(r["hubness"], r["miou_calibration"]) for r in result["table"]] == [(0.0, 0.0), (0.5, 100.0), (1.0, 0.0)]
-    assert seg.relay_hubness == 0.25  # restored
+    assert seg.relay_hubness == 0.25  # unchanged
     seg.relay_top_k = 0
     with pytest.raises(ZerosegError, match="switch the relay on"):
         choose_relay_hubness(seg, dataset, ["green disc"], progress=False)
+
+
+def test_relay_settings_make_both_choices_in_one_pass(dataset):  # noqa: F811
+    from zeroseg.eval.calibration import choose_relay_settings
+
+    # without the correction top-2 is best (0.5 of the rows); with it, top-3 would be better
+    # still, but the rule picks top_k first (at hubness 0) and then the correction at that top_k
+    quality = {(2, 0.0): 0.5, (2, 0.5): 0.75, (2, 1.0): 0.25, (3, 0.0): 0.25, (3, 0.5): 1.0}
+    seg = RelaySensitiveSegmenter(SynthDataset(dataset, "val"), quality=quality)
+    relay, hub = choose_relay_settings(seg, dataset, ["green disc"], top_ks=(0, 2), hubness=(0.0, 0.5, 1.0),
+                                       progress=False)
+    assert relay["top_k"] == 2 and [r["top_k"] for r in relay["table"]] == [0, 2, 3]
+    assert hub["top_k"] == 2 and hub["hubness"] == 0.5 and [r["hubness"] for r in hub["table"]] == [0.0, 0.5, 1.0]
+    mious = [r["miou_calibration"] for r in hub["table"]]
+    assert mious[0] == relay["miou_calibration"] and mious[2] < mious[0] < mious[1] < 100.0
+    assert seg.passes == relay["num_images"] == hub["num_images"] > 0  # one pass for both choices
+    seg = RelaySensitiveSegmenter(SynthDataset(dataset, "val"), quality={(3, 0.5): 1.0})
+    relay, hub = choose_relay_settings(seg, dataset, ["green disc"], top_ks=(0, 2), progress=False)
+    assert relay["top_k"] == 0 and hub is None  # all tie at hubness 0: off wins, and no correction is chosen

@@ -90,7 +90,7 @@ def cmd_export(args) -> int:
 
 def cmd_calibrate(args) -> int:
     from .api import load_model  # startup
-    from .eval.calibration import choose_background_offset, choose_relay, choose_relay_hubness  # startup
+    from .eval.calibration import choose_background_offset, choose_relay_settings  # startup
     from .models.loading import model_extra, write_model_extra  # startup
     from .models.registry import bundled_weights_path  # startup
 
@@ -107,15 +107,13 @@ def cmd_calibrate(args) -> int:
     update = {"label_offsets": {background: -cal["offset"]}, "background_calibration": cal, "relay_hubness": 0.0}
     if args.no_relay:
         update["relay_top_k"] = 0
-    else:  # with that offset: does naming through the trained classes help?
+    else:  # with that offset: does naming through the trained classes help, and with which correction?
         seg.label_offsets = dict(update["label_offsets"])
-        relay = choose_relay(seg, args.data, held, distractors=distractors)
+        relay, hub = choose_relay_settings(seg, args.data, held, distractors=distractors)
         update.update(relay_top_k=relay["top_k"], relay_calibration=relay)
         print("seen-class relay: " + ", ".join(f"top-{r['top_k']} {r['miou_calibration']}" for r in relay["table"])
               + f" -> {relay['top_k'] or 'off'}")
-        if relay["top_k"]:  # with that relay: lower the labels that are near many trained names?
-            seg.relay_top_k = relay["top_k"]
-            hub = choose_relay_hubness(seg, args.data, held, distractors=distractors)
+        if hub is not None:  # lower the labels that are near many trained names?
             update.update(relay_hubness=hub["hubness"], relay_hubness_calibration=hub)
             print("relay hubness correction: " + ", ".join(f"{r['hubness']:g} {r['miou_calibration']}"
                                                            for r in hub["table"]) + f" -> {hub['hubness']:g}")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["HUB_NEIGHBOURS", "relay_logits", "relay_similarity", "BoxRelay"]
+__all__ = ["HUB_NEIGHBOURS", "relay_logits", "relay_similarity", "relay_weights", "BoxRelay"]
 
 HUB_NEIGHBOURS = 10  # vocabulary entries that measure how much of a hub a label is
 
@@ -45,26 +45,36 @@ def relay_similarity(vocabulary: torch.Tensor, labels: torch.Tensor, hubness: fl
     return similarity
 
 
+def relay_weights(vocabulary_logits: torch.Tensor, top_k: int) -> torch.Tensor:
+    """The relay's per-pixel weights over the trained vocabulary [B, V, H, W]: the softmax of
+    ``vocabulary_logits``, cut to its ``top_k`` largest entries (0 or >= V: all) and renormalized."""
+    weights = vocabulary_logits.softmax(dim=1)
+    if 0 < top_k < weights.shape[1]:
+        kth = weights.topk(top_k, dim=1).values[:, -1:]
+        weights = weights * (weights >= kth)
+        weights = weights / weights.sum(dim=1, keepdim=True)
+    return weights
+
+
 def relay_logits(direct: torch.Tensor, vocabulary_logits: torch.Tensor, similarity: torch.Tensor,
-                 background: int | None, top_k: int, scale: float) -> torch.Tensor:
+                 background: int | None, top_k: int, scale: float,
+                 weights: torch.Tensor | None = None) -> torch.Tensor:
     """Logits [B, C, H, W] whose arg-max is the relay's decision.
 
     ``direct``: the asked labels' logits [B, C, H, W]; ``vocabulary_logits``: the trained
     vocabulary's [B, V, H, W] from the same pass; ``similarity``: text cosines [V, C] between
     vocabulary and asked labels; ``background``: the index of the background label among the
     asked ones (None: every pixel is named); ``top_k``: vocabulary entries kept per pixel (0 or
-    >= V: all); ``scale``: multiplies the relay scores (the model's logit scale).
+    >= V: all); ``scale``: multiplies the relay scores (the model's logit scale); ``weights``:
+    ``relay_weights(vocabulary_logits, top_k)`` when the caller already has them (several
+    similarities tried on one pass).
 
     The named labels get ``scale * (s_c - max_c s_c)``, where ``s_c`` is the weighted similarity,
     so the best one scores 0; the background gets its direct margin over the best other label,
     so it wins exactly where it won before.
     """
-    weights = vocabulary_logits.softmax(dim=1)
-    v = weights.shape[1]
-    if 0 < top_k < v:
-        kth = weights.topk(top_k, dim=1).values[:, -1:]
-        weights = weights * (weights >= kth)
-        weights = weights / weights.sum(dim=1, keepdim=True)
+    if weights is None:
+        weights = relay_weights(vocabulary_logits, top_k)
     scores = torch.einsum("bvhw,vc->bchw", weights, similarity.to(weights.dtype))
     named = [i for i in range(direct.shape[1]) if i != background]
     if background is None:

@@ -26,7 +26,7 @@ from .metrics import ConfusionMatrix, harmonic_mean
 DEFAULT_OFFSETS = tuple(round(0.5 * i, 2) for i in range(0, 25))  # 0 .. 12 logit units
 
 __all__ = ["DEFAULT_HUBNESS", "DEFAULT_OFFSETS", "choose_background_offset", "choose_relay", "choose_relay_hubness",
-           "choose_seen_offset", "seen_offsets"]
+           "choose_relay_settings", "choose_seen_offset", "seen_offsets"]
 
 
 def seen_offsets(trained: Sequence[str], offset: float) -> dict[str, float]:
@@ -141,33 +141,45 @@ def choose_background_offset(segmenter: Any, data_dir: str | Path, calibration: 
             "table": table}
 
 
-def _relay_sweep(segmenter: Any, data_dir: str | Path, calibration: Sequence[str], attribute: str,
-                 values: Sequence[float], split: str, max_images: int | None, progress: bool,
-                 distractors: Sequence[str]) -> tuple[list[dict], int]:
+def _relay_grid(segmenter: Any, data_dir: str | Path, calibration: Sequence[str], settings: Sequence[tuple[int, float]],
+                split: str, max_images: int | None, progress: bool,
+                distractors: Sequence[str]) -> tuple[list[float | None], int]:
     """Calibration-class mIoU (the fixed setting of ``choose_background_offset``, the segmenter's
-    own offsets applied) with the segmenter's relay ``attribute`` set to each of ``values`` in
-    turn; the attribute is restored afterwards. Rows: {name, miou_calibration}, where name is the
-    attribute without its "relay_" prefix. Each value costs a full pass over the images (the
-    network runs again although only the relay changes), as for the offsets of the other choices."""
+    own offsets applied) for each relay setting ``(top_k, hubness)``, all from one network pass
+    per image (``Segmenter.relay_label_maps``). Returns the mIoUs in the order of ``settings``
+    and the number of images used."""
     data, labels, ids, scored, n = _fixed_setting(data_dir, calibration, split, max_images, distractors)
     if not segmenter.relay_vocabulary:
         raise ZerosegError("the model records no training labels to relay through")
-    before, table, used = getattr(segmenter, attribute), [], 0
-    key = attribute.removeprefix("relay_")
-    try:
-        for value in values:
-            setattr(segmenter, attribute, value)
-            meters, used = _offset_sweep(segmenter, data, labels, ids, np.zeros(len(labels), np.float32), (0.0,), n,
-                                         f"relay {key} {value:g}", progress, only_images_with=scored)
-            table.append({key: value, "miou_calibration": _pct(meters[0].miou(list(scored)))})
-    finally:
-        setattr(segmenter, attribute, before)
-    return table, used
+    settings = [(int(k), float(h)) for k, h in settings]
+    meters = [ConfusionMatrix(len(data.classes), IGNORE_INDEX) for _ in settings]
+    used = 0
+    for i in tqdm(range(n), desc=f"relay ({len(settings)} settings)", unit="img", disable=not progress):
+        image, mask = data.load(i)
+        if not np.isin(mask, scored).any():  # like the fixed protocol: images showing a stand-in
+            continue
+        used += 1
+        target = np.where(np.isin(mask, ids) | (mask == IGNORE_INDEX), mask, IGNORE_INDEX)
+        for meter, label_map in zip(meters, segmenter.relay_label_maps(image, labels, settings)):
+            meter.update(ids[label_map], target)
+    return [_pct(m.miou(list(scored))) for m in meters], used
 
 
 def _best_relay(table: list[dict], key: str) -> dict:
     """The row of highest calibration-class mIoU; ties go to the smaller setting ("off" first)."""
     return max(table, key=lambda r: (-1 if r["miou_calibration"] is None else r["miou_calibration"], -r[key]))
+
+
+def _top_k_values(segmenter: Any, top_ks: Sequence[int]) -> list[int]:
+    """``top_ks`` capped at the vocabulary's size, the whole vocabulary added, sorted."""
+    vocabulary = len(segmenter.relay_vocabulary)
+    return sorted({min(int(k), vocabulary) for k in top_ks} | {vocabulary}) if vocabulary else []
+
+
+def _relay_result(table: list[dict], used: int, split: str, calibration: Sequence[str],
+                  distractors: Sequence[str], **extra) -> dict:
+    return {"miou_calibration": None, **extra, "split": split, "num_images": used,
+            "calibration_classes": list(calibration), "distractors": list(distractors), "table": table}
 
 
 def choose_relay(segmenter: Any, data_dir: str | Path, calibration: Sequence[str],
@@ -176,16 +188,15 @@ def choose_relay(segmenter: Any, data_dir: str | Path, calibration: Sequence[str
     """The seen-class relay's ``top_k`` (``zeroseg.relay``; 0: off, and the whole vocabulary is
     always tried too) that maximizes the calibration classes' mIoU in the same setting as
     ``choose_background_offset`` ("other" + calibration classes, val images showing one, the
-    segmenter's own offsets applied). Ties go to the smaller ``top_k``, so "off" wins a tie.
-    The segmenter's ``relay_top_k`` is left as it was."""
-    vocabulary = len(segmenter.relay_vocabulary)
-    values = sorted({min(int(k), vocabulary) for k in top_ks} | {vocabulary}) if vocabulary else []
-    table, used = _relay_sweep(segmenter, data_dir, calibration, "relay_top_k", values, split, max_images,
-                               progress, distractors)
+    segmenter's own offsets and ``relay_hubness`` applied). Ties go to the smaller ``top_k``, so
+    "off" wins a tie. The segmenter is not changed."""
+    values = _top_k_values(segmenter, top_ks)
+    mious, used = _relay_grid(segmenter, data_dir, calibration, [(k, segmenter.relay_hubness) for k in values],
+                              split, max_images, progress, distractors)
+    table = [{"top_k": k, "miou_calibration": m} for k, m in zip(values, mious)]
     best = _best_relay(table, "top_k")
-    return {"top_k": best["top_k"], "miou_calibration": best["miou_calibration"], "split": split,
-            "num_images": used, "vocabulary": vocabulary, "calibration_classes": list(calibration),
-            "distractors": list(distractors), "table": table}
+    return _relay_result(table, used, split, calibration, distractors, top_k=best["top_k"],
+                         miou_calibration=best["miou_calibration"], vocabulary=len(segmenter.relay_vocabulary))
 
 
 DEFAULT_HUBNESS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -197,13 +208,38 @@ def choose_relay_hubness(segmenter: Any, data_dir: str | Path, calibration: Sequ
                          distractors: Sequence[str] = ()) -> dict:
     """The relay's hubness correction (``zeroseg.relay.relay_similarity``) that maximizes the
     calibration classes' mIoU, in the setting of ``choose_relay`` with the segmenter's own
-    ``relay_top_k`` (which must be on). Ties go to the smaller correction. The segmenter's
-    ``relay_hubness`` is left as it was."""
+    ``relay_top_k`` (which must be on). Ties go to the smaller correction. The segmenter is not
+    changed."""
     if segmenter.relay_top_k <= 0:
         raise ZerosegError("the hubness correction is part of the relay: switch the relay on first")
-    table, used = _relay_sweep(segmenter, data_dir, calibration, "relay_hubness", [float(h) for h in hubness],
-                               split, max_images, progress, distractors)
+    values = [float(h) for h in hubness]
+    mious, used = _relay_grid(segmenter, data_dir, calibration, [(segmenter.relay_top_k, h) for h in values],
+                              split, max_images, progress, distractors)
+    table = [{"hubness": h, "miou_calibration": m} for h, m in zip(values, mious)]
     best = _best_relay(table, "hubness")
-    return {"hubness": best["hubness"], "miou_calibration": best["miou_calibration"], "split": split,
-            "num_images": used, "top_k": segmenter.relay_top_k, "calibration_classes": list(calibration),
-            "distractors": list(distractors), "table": table}
+    return _relay_result(table, used, split, calibration, distractors, hubness=best["hubness"],
+                         miou_calibration=best["miou_calibration"], top_k=segmenter.relay_top_k)
+
+
+def choose_relay_settings(segmenter: Any, data_dir: str | Path, calibration: Sequence[str],
+                          top_ks: Sequence[int] = (0, 5, 10, 20), hubness: Sequence[float] = DEFAULT_HUBNESS,
+                          split: str = "val", max_images: int | None = None, progress: bool = True,
+                          distractors: Sequence[str] = ()) -> tuple[dict, dict | None]:
+    """``choose_relay`` (without the hubness correction), then, when the relay is on,
+    ``choose_relay_hubness`` at the chosen ``top_k``: the same two choices, by the same rules,
+    from one pass over the images (every ``(top_k, hubness)`` pair the two could need is scored
+    at once). Returns the two results, the second None when the relay is off."""
+    values, corrections = _top_k_values(segmenter, top_ks), [float(h) for h in hubness]
+    settings = [(k, 0.0) for k in values] + [(k, h) for k in values if k > 0 for h in corrections if h != 0.0]
+    mious, used = _relay_grid(segmenter, data_dir, calibration, settings, split, max_images, progress, distractors)
+    score = dict(zip(settings, mious))
+    table = [{"top_k": k, "miou_calibration": score[(k, 0.0)]} for k in values]
+    best = _best_relay(table, "top_k")
+    relay = _relay_result(table, used, split, calibration, distractors, top_k=best["top_k"],
+                          miou_calibration=best["miou_calibration"], vocabulary=len(segmenter.relay_vocabulary))
+    if best["top_k"] <= 0:
+        return relay, None
+    table = [{"hubness": h, "miou_calibration": score[(best["top_k"], h)]} for h in corrections]
+    chosen = _best_relay(table, "hubness")
+    return relay, _relay_result(table, used, split, calibration, distractors, hubness=chosen["hubness"],
+                                miou_calibration=chosen["miou_calibration"], top_k=best["top_k"])

@@ -318,7 +318,9 @@ def test_instance_relay_and_its_calibration(trained, tmp_path, capsys):
     from PIL import Image
 
     from zeroseg.data.coco_instances import read_instances, write_instance_annotations
-    from zeroseg.eval.instance_protocols import RELAY_SCALE_GRID, RELAY_TOP_K_GRID, choose_instance_relay
+    from zeroseg.eval.calibration import DEFAULT_HUBNESS
+    from zeroseg.eval.instance_protocols import (RELAY_SCALE_GRID, RELAY_TOP_K_GRID, choose_instance_relay,
+                                                 choose_instance_relay_hubness)
     from zeroseg.instance_segmenter import load_instance_model
     from zeroseg.models.loading import model_extra, write_model_extra
 
@@ -334,6 +336,13 @@ def test_instance_relay_and_its_calibration(trained, tmp_path, capsys):
     relay = seg.box_relay(["blue bar", "cat"], seg.embed(["blue bar", "cat"]))
     emb = F.normalize(seg.embed(["red square"]), dim=-1) @ F.normalize(seg.embed(["blue bar", "cat"]), dim=-1).T
     assert relay.top_k == 1 and relay.scale == 5.0 and torch.allclose(relay.similarity, emb, atol=1e-6)
+    assert seg.relay_hubness == 0.0  # files without it: no correction
+    seg.relay_hubness = 0.5  # the correction lowers each label by half its mean cosine with its nearest trained names
+    hub = seg.box_relay(["blue bar", "cat"], seg.embed(["blue bar", "cat"])).similarity
+    assert torch.allclose(hub, emb - 0.5 * emb.max(0, keepdim=True).values, atol=1e-6)  # one trained name: k = 1
+    assert seg.relay_settings()["relay_hubness"] == 0.5
+    seg.relay_hubness = 0.0
+    assert "relay_hubness" not in seg.relay_settings()  # off: outputs written before it still resume
     on_one, on_two = (seg.detect(image, labels, score_threshold=0.0) for labels in (["blue bar"], ["blue bar", "cat"]))
     # one asked label: objectness and the box are the detector's own, so the detections are too
     assert np.allclose(on_one.scores, off_one.scores, atol=1e-5) and np.allclose(on_one.boxes, off_one.boxes, atol=1e-3)
@@ -363,14 +372,31 @@ def test_instance_relay_and_its_calibration(trained, tmp_path, capsys):
     assert len(chosen["table"]) == 1 + len(RELAY_TOP_K_GRID) * len(RELAY_SCALE_GRID)
     best = max(row["map50_calibration"] for row in chosen["table"])
     assert chosen["map50_calibration"] == best and chosen["table"][0]["top_k"] == 0
+    seg.relay_hubness = 0.25
+    hub = choose_instance_relay_hubness(seg, val, trained["data"], [ids["red square"]], [ids["green disc"]],
+                                        progress=False)
+    assert seg.relay_hubness == 0.25 and [r["hubness"] for r in hub["table"]] == list(DEFAULT_HUBNESS)
+    top = max(r["map50_calibration"] for r in hub["table"])
+    assert hub["map50_calibration"] == top  # ties: the smallest correction
+    assert hub["hubness"] == min(r["hubness"] for r in hub["table"] if r["map50_calibration"] == top)
+    seg.relay_top_k = 0
+    with pytest.raises(ZerosegError, match="switch the relay on"):
+        choose_instance_relay_hubness(seg, val, trained["data"], [ids["red square"]], [ids["green disc"]],
+                                      progress=False)
 
     out = tmp_path / "calibrated.safetensors"
     assert main(["calibrate-instances", str(model), "--data", str(trained["data"]), "--out", str(out)]) == 0
     extra = model_extra(out)
     assert extra["relay_top_k"] == extra["relay_calibration"]["top_k"] in {0, 1}
     assert extra["gzsi_calibration"]["calibration"] in [r["calibration"] for r in extra["gzsi_calibration"]["table"]]
+    if extra["relay_top_k"]:  # the correction is chosen with the relay, and only then
+        assert extra["relay_hubness"] == extra["relay_hubness_calibration"]["hubness"]
+    else:
+        assert extra["relay_hubness"] == 0.0 and "relay_hubness_calibration" not in extra
     calibrated = load_instance_model(out)
-    assert calibrated.relay_settings() == {"relay_top_k": extra["relay_top_k"], "relay_scale": extra["relay_scale"]}
+    want = {"relay_top_k": extra["relay_top_k"], "relay_scale": extra["relay_scale"]}
+    assert calibrated.relay_settings() == {**want, **({"relay_hubness": extra["relay_hubness"]}
+                                                      if extra["relay_hubness"] else {})}
     capsys.readouterr()
     assert main(["calibrate-instances", str(trained["out"] / "last.safetensors"), "--data", str(trained["data"]),
                  "--out", str(tmp_path / "x.safetensors")]) == 2

@@ -124,19 +124,20 @@ def cmd_calibrate(args) -> int:
 
 def cmd_calibrate_instances(args) -> int:
     from .data.coco_instances import read_instances  # startup
-    from .eval.instance_protocols import category_ids, choose_instance_calibration, choose_instance_relay  # startup
+    from .eval.instance_protocols import (category_ids, choose_instance_calibration, choose_instance_relay,  # startup
+                                          choose_instance_relay_hubness)
     from .instance_segmenter import load_instance_model  # startup
     from .models.loading import write_model_extra  # startup
     from .models.registry import bundled_weights_path  # startup
 
     src = bundled_weights_path(args.model, "zsi") or Path(args.model)
     seg = load_instance_model(src, mask_naming=False)
-    seg.relay_top_k = 0  # choose from the model as trained
+    seg.relay_top_k, seg.relay_hubness = 0, 0.0  # choose from the model as trained
     held, labels = seg.extra.get("calibration_classes") or [], seg.seen
     val = read_instances(args.data, "val")
     trained, calibration = category_ids(val, labels), category_ids(val, held)
     distractors = _val_distractors(seg.extra, held, args.distractors)
-    update: dict = {"relay_top_k": 0, "val_distractors": distractors}
+    update: dict = {"relay_top_k": 0, "relay_hubness": 0.0, "val_distractors": distractors}
     if not args.no_relay:
         relay = choose_instance_relay(seg, val, args.data, trained, calibration, max_images=args.max_images,
                                       distractors=distractors)
@@ -145,6 +146,14 @@ def cmd_calibrate_instances(args) -> int:
               + ", ".join(f"{_relay_name(r)} {r['map50_calibration']:.3f}" for r in relay["table"])
               + f" -> {_relay_name(relay)}")
         seg.relay_top_k, seg.relay_scale = relay["top_k"], relay["scale"]
+        if relay["top_k"]:  # with that relay: lower the labels that are near many trained names?
+            hub = choose_instance_relay_hubness(seg, val, args.data, trained, calibration, max_images=args.max_images,
+                                                distractors=distractors)
+            update.update(relay_hubness=hub["hubness"], relay_hubness_calibration=hub)
+            print("relay hubness correction (calibration-class mask mAP@0.5 on val): "
+                  + ", ".join(f"{r['hubness']:g} {r['map50_calibration']:.3f}" for r in hub["table"])
+                  + f" -> {hub['hubness']:g}")
+            seg.relay_hubness = hub["hubness"]
     if args.namer:
         from .api import load_model  # startup
         from .eval.instance_protocols import choose_instance_naming  # startup

@@ -101,6 +101,8 @@ class InstanceSegmenter(InferenceBase):
         # the seen-class relay (zeroseg.relay.BoxRelay): off unless the model file chose it on val
         self.relay_top_k = int(self.extra.get("relay_top_k", 0))
         self.relay_scale = float(self.extra.get("relay_scale", DEFAULT_RELAY_SCALE))
+        # its correction of hub labels (zeroseg.relay.relay_similarity), also chosen on val
+        self.relay_hubness = float(self.extra.get("relay_hubness", 0.0))
         # the GZSI calibration C chosen on val with the relay (`zeroseg calibrate-instances`)
         self.gzsi_calibration = float((self.extra.get("gzsi_calibration") or {}).get("calibration", 0.0))
         # mask naming (zeroseg.mask_naming): a semantic Segmenter's probability of each detection's
@@ -119,6 +121,8 @@ class InstanceSegmenter(InferenceBase):
         """What a model file records of the relay and mask naming (``zeroseg calibrate-instances``
         chooses them): what ``--resume`` must match."""
         settings = {"relay_top_k": self.relay_top_k, "relay_scale": self.relay_scale}
+        if self.relay_hubness:  # only then: outputs written before it existed still resume
+            settings["relay_hubness"] = self.relay_hubness
         if self.naming_active:
             settings["mask_naming"] = {"model": getattr(self.namer, "source", ""), "weight": self.naming_weight}
         return settings
@@ -131,7 +135,8 @@ class InstanceSegmenter(InferenceBase):
         """The relay through the trained classes for this label set, or None when it is off."""
         if self.relay_top_k <= 0 or not self.seen:
             return None
-        return BoxRelay.from_text(self.embed(self.seen), label_embeddings, self.relay_top_k, self.relay_scale)
+        return BoxRelay.from_text(self.embed(self.seen), label_embeddings, self.relay_top_k, self.relay_scale,
+                                  self.relay_hubness)
 
     def mask_naming_q(self, array: np.ndarray, labels: list[str], masks: np.ndarray,
                       label_ids: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ from ..errors import ZerosegError
 from ..io import ensure_writable_dir, load_image, save_image_atomic, write_bytes_atomic
 from ..progress import progress as tqdm
 from ..viz import instance_overlay
+from .calibration import DEFAULT_HUBNESS
 from .coco_metrics import category_split, format_instance_summary, zsi_protocol
 from .protocols import shuffled_names
 
@@ -158,6 +159,16 @@ def choose_instance_calibration(segmenter: Any, gt: dict[str, Any], image_root: 
     return {"calibration": best["calibration"], "hm_map50": best["hm_map50"], "table": table}
 
 
+def _calibration_row(segmenter: Any, gt: dict[str, Any], image_root: str | Path, trained_ids: list[int],
+                     calibration_ids: list[int], max_images: int | None, progress: bool,
+                     distractors: Sequence[str], **setting: float) -> dict[str, Any]:
+    """One row of a val choice: ``setting`` and the ZSI protocol's calibration-class mask mAP@0.5
+    and Recall@100 (IoU 0.5) with the calibration classes as the asked, never-trained names."""
+    r = evaluate_instances(segmenter, gt, image_root, trained_ids, calibration_ids, "zsi", max_images=max_images,
+                           progress=progress, distractors=distractors)
+    return {**setting, "map50_calibration": r["map50"], "recall100_calibration": r["recall100"]["0.5"]}
+
+
 def choose_instance_relay(segmenter: Any, gt: dict[str, Any], image_root: str | Path, trained_ids: list[int],
                           calibration_ids: list[int], top_k_grid: Sequence[int] = RELAY_TOP_K_GRID,
                           scale_grid: Sequence[float] = RELAY_SCALE_GRID, max_images: int | None = None,
@@ -176,14 +187,38 @@ def choose_instance_relay(segmenter: Any, gt: dict[str, Any], image_root: str | 
     try:
         for top_k, scale in settings:
             segmenter.relay_top_k, segmenter.relay_scale = top_k, scale
-            r = evaluate_instances(segmenter, gt, image_root, trained_ids, calibration_ids, "zsi",
-                                   max_images=max_images, progress=progress, distractors=distractors)
-            table.append({"top_k": top_k, "scale": scale, "map50_calibration": r["map50"],
-                          "recall100_calibration": r["recall100"]["0.5"]})
+            table.append(_calibration_row(segmenter, gt, image_root, trained_ids, calibration_ids, max_images,
+                                          progress, distractors, top_k=top_k, scale=scale))
     finally:
         segmenter.relay_top_k, segmenter.relay_scale = before
     best = max(table, key=lambda row: (row["map50_calibration"] or 0.0, row["top_k"] == 0))
     return {"top_k": best["top_k"], "scale": best["scale"], "map50_calibration": best["map50_calibration"],
+            "num_images": len(select_images(gt, "zsi", calibration_ids, max_images)), "table": table}
+
+
+def choose_instance_relay_hubness(segmenter: Any, gt: dict[str, Any], image_root: str | Path, trained_ids: list[int],
+                                  calibration_ids: list[int], hubness: Sequence[float] = DEFAULT_HUBNESS,
+                                  max_images: int | None = None, progress: bool = True,
+                                  distractors: Sequence[str] = ()) -> dict[str, Any]:
+    """The box relay's hubness correction (``zeroseg.relay.relay_similarity``), chosen like
+    ``choose_instance_relay`` with the segmenter's own relay top-k and scale (the relay must be
+    on): the best calibration-class mask mAP@0.5 on val wins, ties go to the smaller correction.
+    The segmenter's ``relay_hubness`` is left as it was."""
+    if not calibration_ids:
+        raise ZerosegError("the model has no calibration classes (train with calibration_classes: N)")
+    if segmenter.relay_top_k <= 0:
+        raise ZerosegError("the hubness correction is part of the relay: switch the relay on first")
+    before, table = segmenter.relay_hubness, []
+    try:
+        for h in hubness:
+            segmenter.relay_hubness = float(h)
+            table.append(_calibration_row(segmenter, gt, image_root, trained_ids, calibration_ids, max_images,
+                                          progress and not table, distractors, hubness=float(h)))
+    finally:
+        segmenter.relay_hubness = before
+    best = max(table, key=lambda row: (row["map50_calibration"] or 0.0, -row["hubness"]))
+    return {"hubness": best["hubness"], "map50_calibration": best["map50_calibration"],
+            "top_k": segmenter.relay_top_k, "scale": segmenter.relay_scale,
             "num_images": len(select_images(gt, "zsi", calibration_ids, max_images)), "table": table}
 
 
@@ -260,10 +295,8 @@ def choose_instance_naming(segmenter: Any, gt: dict[str, Any], image_root: str |
     with Renaming(segmenter) as renaming:
         for w in weights:
             renaming.weight = float(w)
-            r = evaluate_instances(renaming, gt, image_root, trained_ids, calibration_ids, "zsi",
-                                   max_images=max_images, progress=progress and not table, distractors=distractors)
-            table.append({"weight": float(w), "map50_calibration": r["map50"],
-                          "recall100_calibration": r["recall100"]["0.5"]})
+            table.append(_calibration_row(renaming, gt, image_root, trained_ids, calibration_ids, max_images,
+                                          progress and not table, distractors, weight=float(w)))
     best = max(table, key=lambda row: (row["map50_calibration"] or 0.0, -row["weight"]))
     return {"weight": best["weight"], "map50_calibration": best["map50_calibration"],
             "num_images": len(select_images(gt, "zsi", calibration_ids, max_images)), "table": table}

@@ -293,7 +293,6 @@ class Segmenter(InferenceBase):
             seg.seconds = (time.perf_counter() - start) / len(results)
         return results
 
-
     @torch.no_grad()
     def relay_label_maps(self, image, labels: list[str], settings: list[tuple[int, float]],
                          short_side: int | None = None) -> list[np.ndarray]:

@@ -32,9 +32,9 @@ import json
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 import torch.nn.functional as F
 from common import RESULTS, write_results
+from scipy.optimize import linear_sum_assignment
 
 import zeroseg
 from zeroseg.data.dataset import IGNORE_INDEX, SynthDataset
@@ -112,7 +112,7 @@ def main() -> None:
     chosen = _select(data, "fixed", args.max_images)
     text, vocabulary = seg.text_embeddings(names), seg.text_embeddings(seg.relay_vocabulary)
     both, c = torch.cat([text, vocabulary]), len(names)
-    own = torch.tensor([seg.label_offsets.get(n, 0.0) for n in names]).view(1, -1, 1, 1)
+    own = seg._own_offsets(names)
     top_k, scale = seg.relay_top_k, float(seg.config.logit_scale)
 
     # pass 1: each unseen class's mean posterior over its own pixels (test ground truth)

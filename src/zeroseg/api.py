@@ -142,6 +142,14 @@ class Segmenter(InferenceBase):
             self._feature_sources[spec] = ImageNetFeatures(**opts)
         return self._feature_sources[spec]
 
+    def _background_index(self, labels: list[str]) -> int | None:
+        """Where the background label sits among ``labels`` (None: not asked)."""
+        return labels.index(self.background) if self.background in labels else None
+
+    def _own_offsets(self, labels: list[str]) -> torch.Tensor:
+        """The model file's ``label_offsets`` for ``labels``, shaped [1, C, 1, 1] for logits."""
+        return torch.tensor([self.label_offsets.get(lab, 0.0) for lab in labels], device=self.device).view(1, -1, 1, 1)
+
     def relay_settings(self) -> dict:
         """The relay's constructor arguments (what an ONNX export stores)."""
         return {"relay_vocabulary": list(self.relay_vocabulary), "relay_top_k": self.relay_top_k,
@@ -256,9 +264,9 @@ class Segmenter(InferenceBase):
             vocabulary = self.text_embeddings(self.relay_vocabulary)
             similarity = relay_similarity(vocabulary, text, self.relay_hubness)
             text = torch.cat([text, vocabulary])
-            background = labels.index(self.background) if self.background in labels else None
+            background = self._background_index(labels)
         batch = np.stack(arrays)
-        own = torch.tensor([self.label_offsets.get(lab, 0.0) for lab in labels], device=self.device).view(1, -1, 1, 1)
+        own = self._own_offsets(labels)
         total = torch.zeros(len(arrays), len(labels), h, w, device=self.device)
         for scale in scales:
             xs = self.prepare(batch, short_side, scale)
@@ -285,7 +293,7 @@ class Segmenter(InferenceBase):
             if refine == "spectral":
                 from .spectral.fusion import spectral_refine  # heavy: scipy
 
-                options = {"background": labels.index(self.background) if self.background in labels else None,
+                options = {"background": self._background_index(labels),
                            **(refine_options or {})}
                 label_map, info = spectral_refine(self, array, probs, short_side=short_side, **options)
             results.append(Segmentation(label_map, probs, labels, info=info))
@@ -307,8 +315,8 @@ class Segmenter(InferenceBase):
         self.check_work(h0, w0, short_side, 1.0, None, MAX_WORK_PIXELS)
         labels = list(labels)
         text, vocabulary = self.text_embeddings(labels), self.text_embeddings(self.relay_vocabulary)
-        background = labels.index(self.background) if self.background in labels else None
-        own = torch.tensor([self.label_offsets.get(lab, 0.0) for lab in labels], device=self.device).view(1, -1, 1, 1)
+        background = self._background_index(labels)
+        own = self._own_offsets(labels)
         x = self.prepare(array, short_side)
         h, w = x.shape[-2:]
         padded, both = self._pad(x), torch.cat([text, vocabulary])
@@ -320,6 +328,7 @@ class Segmenter(InferenceBase):
         else:
             half = self.model(padded, both, upsample=False)
             direct = self.model(padded, text, upsample=False) if any(k <= 0 for k, _ in settings) else None
+        asked, vocabulary_logits = half[:, :len(labels)] + own, half[:, len(labels):]
         similarities: dict[float, torch.Tensor] = {}
         weights: dict[int, torch.Tensor] = {}  # the softmax and top-k: once per top_k
         maps = []
@@ -328,9 +337,9 @@ class Segmenter(InferenceBase):
                 if hubness not in similarities:
                     similarities[hubness] = relay_similarity(vocabulary, text, hubness)
                 if top_k not in weights:
-                    weights[top_k] = relay_weights(half[:, len(labels):], int(top_k))
-                out = relay_logits(half[:, :len(labels)] + own, half[:, len(labels):], similarities[hubness],
-                                   background, int(top_k), float(self.config.logit_scale), weights[top_k])
+                    weights[top_k] = relay_weights(vocabulary_logits, int(top_k))
+                out = relay_logits(asked, vocabulary_logits, similarities[hubness], background, int(top_k),
+                                   float(self.config.logit_scale), weights[top_k])
             else:
                 out = direct + own
             # channels-last: the arg-max over labels then reads contiguous memory (4x faster here)

@@ -12,7 +12,7 @@ The rule uses neither unseen classes nor test images.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +34,13 @@ def seen_offsets(trained: Sequence[str], offset: float) -> dict[str, float]:
     return {name: -float(offset) for name in trained if name != OTHER}
 
 
-def _offset_sweep(segmenter: Any, data: SynthDataset, labels: list[str], ids: np.ndarray, penalized: np.ndarray,
-                  offsets: Sequence[float], n: int, desc: str, progress: bool,
-                  only_images_with: np.ndarray | None = None) -> tuple[list[ConfusionMatrix], int]:
-    """Ask ``labels`` (class ids ``ids``) once per image and score every offset at once: the
-    offset is subtracted from the logits of the labels where ``penalized`` is 1. Pixels of
-    classes outside ``ids`` are ignored; with ``only_images_with``, so are images showing none
-    of those class ids. Returns one confusion matrix per offset and the number of images used."""
-
-    meters = [ConfusionMatrix(len(data.classes), IGNORE_INDEX) for _ in offsets]
+def _scored_pass(data: SynthDataset, ids: np.ndarray, n: int, count: int, label_maps: Callable[[np.ndarray], list],
+                 desc: str, progress: bool, only_images_with: np.ndarray | None = None) -> tuple[list[ConfusionMatrix], int]:
+    """One pass over the first ``n`` images of ``data``, scoring ``count`` predictions per image:
+    ``label_maps(image)`` gives them as indices into ``ids`` (class ids). Pixels of classes
+    outside ``ids`` are ignored; with ``only_images_with``, so are images showing none of those
+    class ids. Returns one confusion matrix per prediction and the number of images used."""
+    meters = [ConfusionMatrix(len(data.classes), IGNORE_INDEX) for _ in range(count)]
     used = 0
     for i in tqdm(range(n), desc=desc, unit="img", disable=not progress):
         image, mask = data.load(i)
@@ -50,11 +48,24 @@ def _offset_sweep(segmenter: Any, data: SynthDataset, labels: list[str], ids: np
             continue
         used += 1
         target = np.where(np.isin(mask, ids) | (mask == IGNORE_INDEX), mask, IGNORE_INDEX)
+        for meter, label_map in zip(meters, label_maps(image)):
+            meter.update(ids[label_map], target)
+    return meters, used
+
+
+def _offset_sweep(segmenter: Any, data: SynthDataset, labels: list[str], ids: np.ndarray, penalized: np.ndarray,
+                  offsets: Sequence[float], n: int, desc: str, progress: bool,
+                  only_images_with: np.ndarray | None = None) -> tuple[list[ConfusionMatrix], int]:
+    """Ask ``labels`` (class ids ``ids``) once per image and score every offset at once: the
+    offset is subtracted from the logits of the labels where ``penalized`` is 1 (``_scored_pass``
+    for the rest)."""
+
+    def label_maps(image: np.ndarray) -> list[np.ndarray]:
         # log-probabilities differ from the logits by a per-pixel constant: the same arg-max
         logp = np.log(np.clip(segmenter.segment(image, labels).probs, 1e-30, None))
-        for meter, off in zip(meters, offsets):
-            meter.update(ids[(logp - off * penalized[:, None, None]).argmax(axis=0)], target)
-    return meters, used
+        return [(logp - off * penalized[:, None, None]).argmax(axis=0) for off in offsets]
+
+    return _scored_pass(data, ids, n, len(offsets), label_maps, desc, progress, only_images_with)
 
 
 def _best(table: list[dict], key: str) -> dict:
@@ -152,34 +163,26 @@ def _relay_grid(segmenter: Any, data_dir: str | Path, calibration: Sequence[str]
     if not segmenter.relay_vocabulary:
         raise ZerosegError("the model records no training labels to relay through")
     settings = [(int(k), float(h)) for k, h in settings]
-    meters = [ConfusionMatrix(len(data.classes), IGNORE_INDEX) for _ in settings]
-    used = 0
-    for i in tqdm(range(n), desc=f"relay ({len(settings)} settings)", unit="img", disable=not progress):
-        image, mask = data.load(i)
-        if not np.isin(mask, scored).any():  # like the fixed protocol: images showing a stand-in
-            continue
-        used += 1
-        target = np.where(np.isin(mask, ids) | (mask == IGNORE_INDEX), mask, IGNORE_INDEX)
-        for meter, label_map in zip(meters, segmenter.relay_label_maps(image, labels, settings)):
-            meter.update(ids[label_map], target)
+    meters, used = _scored_pass(data, ids, n, len(settings),
+                                lambda image: segmenter.relay_label_maps(image, labels, settings),
+                                f"relay ({len(settings)} settings)", progress, only_images_with=scored)
     return [_pct(m.miou(list(scored))) for m in meters], used
 
 
-def _best_relay(table: list[dict], key: str) -> dict:
-    """The row of highest calibration-class mIoU; ties go to the smaller setting ("off" first)."""
-    return max(table, key=lambda r: (-1 if r["miou_calibration"] is None else r["miou_calibration"], -r[key]))
+def _relay_choice(table: list[dict], key: str, used: int, split: str, calibration: Sequence[str],
+                  distractors: Sequence[str], **extra) -> dict:
+    """The result of a relay choice: the row of ``table`` with the highest calibration-class mIoU
+    (ties go to the smaller ``key``, so "off" first), with the setting it was chosen in."""
+    best = max(table, key=lambda r: (-1 if r["miou_calibration"] is None else r["miou_calibration"], -r[key]))
+    return {key: best[key], "miou_calibration": best["miou_calibration"], **extra, "split": split,
+            "num_images": used, "calibration_classes": list(calibration), "distractors": list(distractors),
+            "table": table}
 
 
 def _top_k_values(segmenter: Any, top_ks: Sequence[int]) -> list[int]:
     """``top_ks`` capped at the vocabulary's size, the whole vocabulary added, sorted."""
     vocabulary = len(segmenter.relay_vocabulary)
     return sorted({min(int(k), vocabulary) for k in top_ks} | {vocabulary}) if vocabulary else []
-
-
-def _relay_result(table: list[dict], used: int, split: str, calibration: Sequence[str],
-                  distractors: Sequence[str], **extra) -> dict:
-    return {"miou_calibration": None, **extra, "split": split, "num_images": used,
-            "calibration_classes": list(calibration), "distractors": list(distractors), "table": table}
 
 
 def choose_relay(segmenter: Any, data_dir: str | Path, calibration: Sequence[str],
@@ -194,9 +197,8 @@ def choose_relay(segmenter: Any, data_dir: str | Path, calibration: Sequence[str
     mious, used = _relay_grid(segmenter, data_dir, calibration, [(k, segmenter.relay_hubness) for k in values],
                               split, max_images, progress, distractors)
     table = [{"top_k": k, "miou_calibration": m} for k, m in zip(values, mious)]
-    best = _best_relay(table, "top_k")
-    return _relay_result(table, used, split, calibration, distractors, top_k=best["top_k"],
-                         miou_calibration=best["miou_calibration"], vocabulary=len(segmenter.relay_vocabulary))
+    return _relay_choice(table, "top_k", used, split, calibration, distractors,
+                         vocabulary=len(segmenter.relay_vocabulary))
 
 
 DEFAULT_HUBNESS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -216,9 +218,7 @@ def choose_relay_hubness(segmenter: Any, data_dir: str | Path, calibration: Sequ
     mious, used = _relay_grid(segmenter, data_dir, calibration, [(segmenter.relay_top_k, h) for h in values],
                               split, max_images, progress, distractors)
     table = [{"hubness": h, "miou_calibration": m} for h, m in zip(values, mious)]
-    best = _best_relay(table, "hubness")
-    return _relay_result(table, used, split, calibration, distractors, hubness=best["hubness"],
-                         miou_calibration=best["miou_calibration"], top_k=segmenter.relay_top_k)
+    return _relay_choice(table, "hubness", used, split, calibration, distractors, top_k=segmenter.relay_top_k)
 
 
 def choose_relay_settings(segmenter: Any, data_dir: str | Path, calibration: Sequence[str],
@@ -234,12 +234,9 @@ def choose_relay_settings(segmenter: Any, data_dir: str | Path, calibration: Seq
     mious, used = _relay_grid(segmenter, data_dir, calibration, settings, split, max_images, progress, distractors)
     score = dict(zip(settings, mious))
     table = [{"top_k": k, "miou_calibration": score[(k, 0.0)]} for k in values]
-    best = _best_relay(table, "top_k")
-    relay = _relay_result(table, used, split, calibration, distractors, top_k=best["top_k"],
-                          miou_calibration=best["miou_calibration"], vocabulary=len(segmenter.relay_vocabulary))
-    if best["top_k"] <= 0:
+    relay = _relay_choice(table, "top_k", used, split, calibration, distractors,
+                          vocabulary=len(segmenter.relay_vocabulary))
+    if relay["top_k"] <= 0:
         return relay, None
-    table = [{"hubness": h, "miou_calibration": score[(best["top_k"], h)]} for h in corrections]
-    chosen = _best_relay(table, "hubness")
-    return relay, _relay_result(table, used, split, calibration, distractors, hubness=chosen["hubness"],
-                                miou_calibration=chosen["miou_calibration"], top_k=best["top_k"])
+    table = [{"hubness": h, "miou_calibration": score[(relay["top_k"], h)]} for h in corrections]
+    return relay, _relay_choice(table, "hubness", used, split, calibration, distractors, top_k=relay["top_k"])
